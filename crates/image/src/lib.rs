@@ -1,1 +1,3 @@
+#![no_std]
 //! stasis-image
+pub mod records;
