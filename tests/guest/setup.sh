@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything the QEMU guest harness (tests/guest) needs on a Debian 12 host:
-#   - apt packages: qemu-system-x86, busybox-static, linux-headers-amd64, criu
+#   - apt packages: qemu-system-x86, busybox-static, linux-headers-amd64, criu, kmod
+#     (kmod: depmod here, and the guest's on-demand module loading runs its modprobe)
 #   - Debian's stock kernel image (the one matching the installed linux-headers-amd64),
 #     downloaded with `apt-get download` and extracted with `dpkg -x` into the cache
 #     directory; it is never installed into the host system.
@@ -35,7 +36,7 @@ apt_update() {
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'; }
 
 # 1. apt packages
-pkgs=(qemu-system-x86 busybox-static linux-headers-amd64 criu)
+pkgs=(qemu-system-x86 busybox-static linux-headers-amd64 criu kmod xz-utils)
 missing=()
 for p in "${pkgs[@]}"; do installed "$p" || missing+=("$p"); done
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -86,6 +87,15 @@ if [ ! -f "$kdir/.extracted" ] || [ ! -f "$kdir/boot/vmlinuz-$release" ]; then
     touch "$kdir.tmp/.extracted"
     rm -rf "$kdir"
     mv "$kdir.tmp" "$kdir"
+fi
+# modules.dep/modules.alias for the guest's modprobe (the package ships none: dpkg's
+# postinst would run depmod).
+if [ ! -s "$kdir/lib/modules/$release/modules.dep" ]; then
+    say "depmod $release"
+    depmod=/sbin/depmod
+    [ -x "$depmod" ] || depmod="$(command -v depmod || true)"
+    [ -n "$depmod" ] || die "depmod not found (package kmod)"
+    "$depmod" -b "$kdir" "$release" || die "depmod -b $kdir $release failed"
 fi
 # The harness reads this to pick the kernel.
 if [ "$(cat "$cache/kernel/release" 2>/dev/null || true)" != "$release" ]; then

@@ -59,6 +59,35 @@ S=$R/run/stasis-guest
 ip link set lo up || ifconfig lo 127.0.0.1 up || fail "cannot bring lo up"
 hostname stasis-guest
 
+# Settings from the host (KMODDIR: the extracted package's lib/modules/RELEASE, with
+# modules.dep from depmod).
+[ -f $S/config.sh ] && . $S/config.sh
+# On-demand module loading (criu needs sock_diag, tun, veth, nf_tables...): the kernel
+# runs /proc/sys/kernel/modprobe in init's root (this initramfs), so point it at a
+# wrapper that runs the host's modprobe in the chroot, and make the package's modules
+# appear under /lib/modules/RELEASE there.
+if [ -n "$KMODDIR" ] && [ -f "$R$KMODDIR/modules.dep" ]; then
+    D=$R/lib/modules/$(uname -r)
+    mkdir -p $D
+    for e in "$R$KMODDIR"/*; do
+        n=${e##*/}
+        [ -e "$D/$n" ] || ln -s "$KMODDIR/$n" "$D/$n"
+    done
+    if [ -L $R/sbin/modprobe ] || [ -x $R/sbin/modprobe ]; then
+        echo /sbin/stasis-modprobe > /proc/sys/kernel/modprobe
+    fi
+    # Static device nodes that trigger module loading on open (as kmod static-nodes).
+    if [ -f "$R$KMODDIR/modules.devname" ]; then
+        while read -r mod name dev; do
+            case "$mod" in \#*|"") continue ;; esac
+            t=${dev%%[0-9]*}; mm=${dev#?}
+            [ -e "$R/dev/$name" ] && continue
+            mkdir -p "$R/dev/${name%/*}"
+            mknod "$R/dev/$name" "$t" "${mm%%:*}" "${mm##*:}" 2>/dev/null
+        done < "$R$KMODDIR/modules.devname"
+    fi
+fi
+
 if [ -f $S/insmod.list ]; then
     while read -r ko; do
         [ -n "$ko" ] || continue
