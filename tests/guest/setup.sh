@@ -2,6 +2,7 @@
 # Set up everything the QEMU guest harness (tests/guest) needs on a Debian 12 host:
 #   - apt packages: qemu-system-x86, busybox-static, linux-headers-amd64, criu, kmod
 #     (kmod: depmod here, and the guest's on-demand module loading runs its modprobe)
+#     iptables, xz-utils (criu probes iptables; xz extracts vmlinux from the bzImage)
 #   - Debian's stock kernel image (the one matching the installed linux-headers-amd64),
 #     downloaded with `apt-get download` and extracted with `dpkg -x` into the cache
 #     directory; it is never installed into the host system.
@@ -36,7 +37,7 @@ apt_update() {
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'; }
 
 # 1. apt packages
-pkgs=(qemu-system-x86 busybox-static linux-headers-amd64 criu kmod xz-utils)
+pkgs=(qemu-system-x86 busybox-static linux-headers-amd64 criu kmod xz-utils iptables)
 missing=()
 for p in "${pkgs[@]}"; do installed "$p" || missing+=("$p"); done
 if [ "${#missing[@]}" -gt 0 ]; then

@@ -50,7 +50,9 @@ mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts $R/dev/pts
 mount -t tmpfs -o mode=1777 tmpfs $R/dev/shm
 mount -t tmpfs -o mode=0755 tmpfs $R/run || fail "tmpfs /run"
 mount -t tmpfs -o mode=1777 tmpfs $R/tmp || fail "tmpfs /tmp"
-mkdir -p $R/run/stasis-guest $R/run/lock
+mkdir -p $R/run/stasis-guest $R/run/lock $R/run/hostroot
+# The host's root as is (its /tmp is hidden under the guest's tmpfs /tmp).
+mount -o bind,ro /host $R/run/hostroot
 mount -o move /hostrun $R/run/stasis-guest || fail "cannot move the hostrun share"
 [ -d /sys/kernel/debug ] && mount -t debugfs debugfs $R/sys/kernel/debug 2>/dev/null
 [ -d /sys/fs/cgroup ] && mount -t cgroup2 cgroup2 $R/sys/fs/cgroup 2>/dev/null
@@ -91,7 +93,7 @@ fi
 if [ -f $S/insmod.list ]; then
     while read -r ko; do
         [ -n "$ko" ] || continue
-        if ! insmod "$R$ko" > $S/insmod.log 2>&1; then
+        if ! insmod "/host$ko" > $S/insmod.log 2>&1; then
             echo "$ko" > $S/insmod.failed
             dmesg -s 4194304 > $S/dmesg 2>&1
             say "insmod-failed: $ko"
