@@ -1,0 +1,156 @@
+//! `stasis checkpoint PID -o IMAGE`.
+
+use std::fs::File;
+use std::io::{BufWriter, IsTerminal, Write};
+use std::os::fd::AsFd;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use stasis_user::After;
+
+use crate::atomic::TempImage;
+use crate::cli::CheckpointArgs;
+use crate::engine::{self, Engine};
+use crate::error::CliError;
+use crate::imagefile::is_stdio;
+use crate::progress::Bar;
+use crate::util::mib;
+
+/// Write buffer between the engine and the image file.
+const BUF_SIZE: usize = 8 << 20;
+
+/// PF_KTHREAD in /proc/PID/stat's flags field.
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+/// Counts the bytes that reach the file (the image size, also for pipes).
+struct Counting<W> {
+    inner: W,
+    bytes: u64,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Check that `pid` names a live user process we may signal, before any
+/// file is created.
+fn check_target(pid: i32) -> Result<(), CliError> {
+    if pid <= 0 {
+        return Err(CliError::BadTarget(pid));
+    }
+    if u32::try_from(pid).ok() == Some(std::process::id()) {
+        return Err(CliError::SelfTarget(pid));
+    }
+    // SAFETY: signal 0 only checks existence and permission.
+    if unsafe { libc::kill(pid, 0) } != 0 {
+        return Err(match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::EPERM) => CliError::NotPermitted(pid),
+            _ => CliError::NoSuchProcess(pid),
+        });
+    }
+    // kill() also accepts thread IDs; /proc/PID/status says which process it belongs to.
+    if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+        let tgid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Tgid:"))
+            .and_then(|v| v.trim().parse::<i32>().ok());
+        if let Some(tgid) = tgid {
+            if tgid != pid {
+                return Err(CliError::ThreadNotProcess { tid: pid, tgid });
+            }
+        }
+    }
+    if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // Fields after "(comm) ": state ppid pgrp session tty_nr tpgid flags ...
+        if let Some((_, rest)) = stat.rsplit_once(") ") {
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            if fields.first() == Some(&"Z") {
+                return Err(CliError::Zombie(pid));
+            }
+            let flags = fields.get(6).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+            if flags & PF_KTHREAD != 0 {
+                return Err(CliError::BadTarget(pid));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn run(args: &CheckpointArgs, quiet: bool) -> Result<()> {
+    let pid = args.pid;
+    let after = if args.kill {
+        After::Kill
+    } else if args.stop {
+        After::Stop
+    } else {
+        After::LeaveRunning
+    };
+    let to_stdout = is_stdio(&args.output);
+    if to_stdout && std::io::stdout().is_terminal() {
+        return Err(CliError::StdoutIsTerminal.into());
+    }
+    check_target(pid)?;
+    let engine = engine::select(args.engine, quiet)?;
+
+    // Where the engine writes: a temporary file next to IMAGE, or our stdout.
+    let (temp, file) = if to_stdout {
+        let fd = std::io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .context("cannot duplicate standard output")?;
+        (None, File::from(fd))
+    } else {
+        let (t, f) = TempImage::create(&args.output)?;
+        (Some(t), f)
+    };
+    let out = BufWriter::with_capacity(BUF_SIZE, Counting { inner: file, bytes: 0 });
+
+    let bar = Bar::new("checkpoint", quiet);
+    let (frozen, out, stats) = match engine {
+        Engine::User => stasis_user::checkpoint(pid, out, Some(&bar)),
+    }
+    .with_context(|| format!("checkpoint of PID {pid} failed"))?;
+    let written = Instant::now();
+    // From here until `release`, any error drops `frozen` (the target runs
+    // on) and `temp` (the temporary file is removed).
+    let counting = out
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .context("cannot write the image")?;
+    let image_bytes = counting.bytes;
+    let file = counting.inner;
+    match temp {
+        Some(t) => t.commit(file)?,
+        None => {
+            // Durable too when stdout is a regular file; pipes cannot be fsynced.
+            if let Err(e) = file.sync_all() {
+                if e.raw_os_error() != Some(libc::EINVAL) {
+                    return Err(e).context("cannot fsync standard output");
+                }
+            }
+        }
+    }
+    let frozen_for = stats.frozen + written.elapsed();
+    frozen
+        .release(after)
+        .with_context(|| format!("the image is safely written, but releasing PID {pid} failed"))?;
+    bar.finish();
+
+    if !quiet {
+        eprintln!(
+            "checkpointed {pid}: {} threads, {} MiB of pages, image {} MiB, frozen {} ms",
+            stats.threads,
+            mib(stats.page_bytes),
+            mib(image_bytes),
+            frozen_for.as_millis()
+        );
+    }
+    Ok(())
+}

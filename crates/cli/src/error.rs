@@ -1,0 +1,173 @@
+//! Typed errors of the CLI itself, exit codes, and the one place where an
+//! error becomes `stasis: error: ...` plus an optional `hint: ...`.
+//!
+//! Exit codes are chosen by walking the error chain and matching typed
+//! errors (`CliError`, `ImageError`, the engines' error enums), never by
+//! looking at message text.
+
+use std::process::ExitCode;
+
+use stasis_image::ImageError;
+use stasis_user::{DumpError, RestoreError};
+
+/// The documented exit statuses (see `stasis --help`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Code {
+    Ok = 0,
+    Failed = 1,
+    Usage = 2,
+    BadImage = 3,
+    EngineUnavailable = 4,
+    Target = 5,
+    /// `restart` without `--detach` failed before the restored process ran.
+    RestartFailed = 125,
+}
+
+impl From<Code> for ExitCode {
+    fn from(c: Code) -> ExitCode {
+        ExitCode::from(c as u8)
+    }
+}
+
+/// Failures detected by the CLI itself.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("no process with PID {0}")]
+    NoSuchProcess(i32),
+    #[error("not permitted to checkpoint PID {0}")]
+    NotPermitted(i32),
+    #[error("PID {0} is not a process that can be checkpointed")]
+    BadTarget(i32),
+    #[error("PID {tid} is a thread of process {tgid}, not a process")]
+    ThreadNotProcess { tid: i32, tgid: i32 },
+    #[error("PID {0} is a zombie (it has exited)")]
+    Zombie(i32),
+    #[error("stasis cannot checkpoint itself (PID {0})")]
+    SelfTarget(i32),
+    #[error("the kernel engine needs /dev/stasis (module stasis.ko), which is not loaded")]
+    KernelModuleMissing,
+    #[error("/dev/stasis exists, but this stasis binary has no kernel engine client yet")]
+    KernelClientMissing,
+    #[error("refusing to write an image to a terminal")]
+    StdoutIsTerminal,
+    #[error("refusing to read an image from a terminal")]
+    StdinIsTerminal,
+}
+
+impl CliError {
+    fn code(&self) -> Code {
+        match self {
+            CliError::NoSuchProcess(_)
+            | CliError::NotPermitted(_)
+            | CliError::BadTarget(_)
+            | CliError::ThreadNotProcess { .. }
+            | CliError::Zombie(_)
+            | CliError::SelfTarget(_) => Code::Target,
+            CliError::KernelModuleMissing | CliError::KernelClientMissing => {
+                Code::EngineUnavailable
+            }
+            CliError::StdoutIsTerminal | CliError::StdinIsTerminal => Code::Usage,
+        }
+    }
+
+    fn hint(&self) -> Option<&'static str> {
+        match self {
+            CliError::NoSuchProcess(_) => Some("check the PID with `ps -p PID`; the process may have exited"),
+            CliError::NotPermitted(_) => Some(
+                "run stasis as the process's user or as root \
+                 (ptrace may also be restricted by /proc/sys/kernel/yama/ptrace_scope)",
+            ),
+            CliError::BadTarget(_) => Some("give the PID of a user process (kernel threads and PID 0 cannot be checkpointed)"),
+            CliError::ThreadNotProcess { .. } => Some("give the process ID (the thread group leader); all its threads are checkpointed"),
+            CliError::Zombie(_) | CliError::SelfTarget(_) => None,
+            CliError::KernelModuleMissing => {
+                Some("load it with `modprobe stasis` (or `insmod stasis.ko`), or use --engine user")
+            }
+            CliError::KernelClientMissing => Some("use --engine user"),
+            CliError::StdoutIsTerminal => Some("redirect standard output to a file or a pipe, or give -o IMAGE"),
+            CliError::StdinIsTerminal => Some("pipe the image into standard input, or give its path"),
+        }
+    }
+}
+
+fn dump_code(e: &DumpError) -> Code {
+    #[allow(unreachable_patterns)]
+    match e {
+        DumpError::NotImplemented => Code::EngineUnavailable,
+        _ => Code::Failed,
+    }
+}
+
+fn restore_code(e: &RestoreError) -> Code {
+    #[allow(unreachable_patterns)]
+    match e {
+        RestoreError::NotImplemented => Code::EngineUnavailable,
+        _ => Code::Failed,
+    }
+}
+
+fn engine_hint_dump(e: &DumpError) -> Option<&'static str> {
+    #[allow(unreachable_patterns)]
+    match e {
+        DumpError::NotImplemented => Some(
+            "this build's user engine cannot checkpoint yet; no image was written and the process runs on",
+        ),
+        _ => None,
+    }
+}
+
+fn engine_hint_restore(e: &RestoreError) -> Option<&'static str> {
+    #[allow(unreachable_patterns)]
+    match e {
+        RestoreError::NotImplemented => Some("this build's user engine cannot restart yet"),
+        _ => None,
+    }
+}
+
+/// Exit code for an error: the CLI's own typed error first, then an image
+/// error anywhere in the chain, then the engines' errors.
+pub fn classify(err: &anyhow::Error) -> Code {
+    if let Some(e) = err.chain().find_map(|c| c.downcast_ref::<CliError>()) {
+        return e.code();
+    }
+    if err.chain().any(|c| c.downcast_ref::<ImageError>().is_some()) {
+        return Code::BadImage;
+    }
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<DumpError>() {
+            return dump_code(e);
+        }
+        if let Some(e) = cause.downcast_ref::<RestoreError>() {
+            return restore_code(e);
+        }
+    }
+    Code::Failed
+}
+
+/// One hint line, when one is useful.
+pub fn hint(err: &anyhow::Error) -> Option<&'static str> {
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<CliError>() {
+            return e.hint();
+        }
+        if let Some(e) = cause.downcast_ref::<DumpError>() {
+            return engine_hint_dump(e);
+        }
+        if let Some(e) = cause.downcast_ref::<RestoreError>() {
+            return engine_hint_restore(e);
+        }
+    }
+    None
+}
+
+/// Print the error (one line, the context chain joined by ": ") and its hint.
+pub fn report(err: &anyhow::Error) {
+    let msg = format!("{err:#}");
+    // Keep it to one line whatever the sources put in their messages.
+    let msg = msg.replace('\n', " ");
+    eprintln!("stasis: error: {msg}");
+    if let Some(h) = hint(err) {
+        eprintln!("hint: {h}");
+    }
+}

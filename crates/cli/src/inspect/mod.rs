@@ -1,0 +1,33 @@
+//! `stasis inspect IMAGE [--json]`.
+
+mod model;
+mod text;
+
+use std::io::Write;
+
+use anyhow::{Context, Result};
+use stasis_image::{Image, ParseOptions, ProcessImage};
+
+use crate::cli::InspectArgs;
+use crate::imagefile::{self, display_name};
+
+pub fn run(args: &InspectArgs) -> Result<()> {
+    let name = display_name(&args.image);
+    let bytes = imagefile::load(&args.image)?;
+    let img = Image::parse(&bytes).with_context(|| name.clone())?;
+    let pimg = ProcessImage::from_image(&img, &ParseOptions::ALL).with_context(|| name.clone())?;
+    let report = model::build(&name, &img, &pimg, bytes.len() as u64);
+    let out = if args.json {
+        let mut s = serde_json::to_string_pretty(&report).context("cannot encode JSON")?;
+        s.push('\n');
+        s
+    } else {
+        text::render(&report)
+    };
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(out.as_bytes()).and_then(|()| stdout.flush()) {
+        // A closed pipe (`stasis inspect IMG | head`) is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("cannot write to standard output"),
+    }
+}
