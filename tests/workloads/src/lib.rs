@@ -208,7 +208,10 @@ pub fn parse_ready(line: &str) -> Option<Ready> {
     }
     let pid = it.next()?.strip_prefix("pid=")?.parse().ok()?;
     let d = it.next()?.strip_prefix("damage=")?;
-    let d = d.strip_prefix("0x").or_else(|| d.strip_prefix("0X")).unwrap_or(d);
+    let d = d
+        .strip_prefix("0x")
+        .or_else(|| d.strip_prefix("0X"))
+        .unwrap_or(d);
     let damage_addr = u64::from_str_radix(d, 16).ok()?;
     let len = it.next()?.strip_prefix("len=")?.parse().ok()?;
     if it.next().is_some() {
@@ -291,7 +294,10 @@ pub fn request_stop(path: &Path) -> Result<()> {
 pub fn pid_alive(pid: u32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(s) => match s.rfind(')') {
-            Some(i) => !matches!(s[i + 1..].trim_start().chars().next(), Some('Z') | Some('X')),
+            Some(i) => !matches!(
+                s[i + 1..].trim_start().chars().next(),
+                Some('Z') | Some('X')
+            ),
             None => true,
         },
         Err(_) => false,
@@ -324,7 +330,11 @@ pub fn poke(pid: u32, addr: u64, len: u64) -> Result<()> {
             pid,
             addr,
             len,
-            msg: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
+            msg: format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
         })
     }
 }
@@ -553,7 +563,10 @@ impl Running {
     pub fn kill_and_reap(&mut self) -> Result<Option<ExitStatus>> {
         match self.child.as_mut() {
             Some(c) => {
-                if c.try_wait().map_err(io_err("waiting for workload"))?.is_none() {
+                if c.try_wait()
+                    .map_err(io_err("waiting for workload"))?
+                    .is_none()
+                {
                     c.kill().map_err(io_err("killing workload"))?;
                 }
                 c.wait().map(Some).map_err(io_err("reaping workload"))

@@ -14,7 +14,11 @@ fn log_of(w: &Running) -> String {
     fs::read_to_string(&w.paths().log).unwrap_or_default()
 }
 
-fn spawn_ready(name: &str, dir: &std::path::Path, extra: &[&str]) -> (Running, stasis_workloads::Ready) {
+fn spawn_ready(
+    name: &str,
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> (Running, stasis_workloads::Ready) {
     let mut w = Workload::spawn(name, dir, extra).expect("spawn");
     let r = w.wait_ready(TIMEOUT).expect("ready");
     assert_eq!(r.pid, w.pid(), "{name}: ready pid is not the spawned pid");
@@ -27,7 +31,11 @@ fn run_ok(name: &str, extra: &[&str]) {
     sleep(Duration::from_millis(300));
     let (verdict, status) = w.finish(TIMEOUT).expect("finish");
     assert_eq!(verdict, "ok", "{name}: verdict; log:\n{}", log_of(&w));
-    assert_eq!(status.and_then(|s| s.code()), Some(0), "{name}: exit status");
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "{name}: exit status"
+    );
 }
 
 fn check_fail(name: &str, w: &mut Running) {
@@ -37,7 +45,11 @@ fn check_fail(name: &str, w: &mut Running) {
         "{name}: damage not detected, verdict {verdict:?}; log:\n{}",
         log_of(w)
     );
-    assert_eq!(status.and_then(|s| s.code()), Some(1), "{name}: exit status");
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(1),
+        "{name}: exit status"
+    );
 }
 
 fn run_damage(name: &str, extra: &[&str]) {
@@ -52,7 +64,11 @@ fn run_damage(name: &str, extra: &[&str]) {
 fn run_damage_self(name: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut w, r) = spawn_ready(name, dir.path(), &["--damage-self"]);
-    assert_eq!((r.damage_addr, r.len), (0, 0), "{name}: scripts expose no range");
+    assert_eq!(
+        (r.damage_addr, r.len),
+        (0, 0),
+        "{name}: scripts expose no range"
+    );
     sleep(Duration::from_millis(100));
     check_fail(name, &mut w);
 }
@@ -127,7 +143,11 @@ fn run_ok_in(name: &str, dir: &std::path::Path, extra: &[&str]) {
     let (mut w, _) = spawn_ready(name, dir, extra);
     let (verdict, status) = w.finish(TIMEOUT).expect("finish");
     assert_eq!(verdict, "ok", "{name}: verdict; log:\n{}", log_of(&w));
-    assert_eq!(status.and_then(|s| s.code()), Some(0), "{name}: exit status");
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "{name}: exit status"
+    );
 }
 
 #[test]
