@@ -104,7 +104,7 @@ fn parse() -> Result<Cli, String> {
             }
         }
     }
-    if cli.script.is_some() == !cli.argv.is_empty() {
+    if cli.script.is_some() != cli.argv.is_empty() {
         return Err("give either -c SCRIPT or -- CMD ARGS...".into());
     }
     Ok(cli)
