@@ -49,6 +49,7 @@ static pthread_mutex_t emtx;
 static uint64_t mutex_payload;
 static int rpipe[2], ppipe[2];
 static volatile unsigned long eintr_count[NT];
+static volatile int waking; /* set by main when it starts waking threads */
 
 static void gen_msg(unsigned char *b, size_t n, uint64_t seed)
 {
@@ -111,12 +112,12 @@ static void *t_clock_nanosleep(void *a)
 {
     (void)a;
     announce(T_CLOCK_NANOSLEEP);
-    while (!wl_stopping) {
+    while (!waking) {
         struct timespec req = {2, 500000000L}, rem;
         int r;
         while ((r = clock_nanosleep(CLOCK_MONOTONIC, 0, &req, &rem)) == EINTR) {
             eintr_count[T_CLOCK_NANOSLEEP]++;
-            if (wl_stopping)
+            if (waking)
                 break;
             if (rem.tv_sec < 0 || rem.tv_nsec < 0 || rem.tv_nsec > 999999999L ||
                 rem.tv_sec > req.tv_sec) {
@@ -140,12 +141,12 @@ static void *t_nanosleep(void *a)
 {
     (void)a;
     announce(T_NANOSLEEP);
-    while (!wl_stopping) {
+    while (!waking) {
         struct timespec req = {2, 0}, rem;
         int r;
         while ((r = nanosleep(&req, &rem)) != 0 && errno == EINTR) {
             eintr_count[T_NANOSLEEP]++;
-            if (wl_stopping)
+            if (waking)
                 break;
             if (rem.tv_sec < 0 || rem.tv_nsec < 0 || rem.tv_nsec > 999999999L ||
                 rem.tv_sec > req.tv_sec) {
@@ -307,6 +308,7 @@ int main(int argc, char **argv)
         if (done[i])
             wl_fail("blocked: %s thread finished before being woken", tname[i]);
     /* Wake everyone the proper way. */
+    waking = 1;
     pthread_mutex_lock(&cmtx);
     cond_payload = gen_cond();
     go = 1;

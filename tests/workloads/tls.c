@@ -148,9 +148,11 @@ int main(int argc, char **argv)
     wl_sleep_ms(20);
     pid_t pid = getpid();
     wl_ready(expect, sizeof expect);
-    wl_wait_stop();
+    while (!wl_stop_requested())
+        wl_sleep_ms(10);
 
-    /* Before joining: every cached TID must still be a thread of this process. */
+    /* Before the threads are told to finish: every cached TID must still be a
+     * thread of this process. */
     for (int i = 0; i < NT; i++) {
         char p[64];
         snprintf(p, sizeof p, "/proc/self/task/%d", (int)tids[i]);
@@ -160,6 +162,7 @@ int main(int argc, char **argv)
     if (getpid() != pid || gettid() != main_tid || wl_gettid() != main_tid)
         wl_fail("tls: main pid/tid changed: getpid %d gettid %d, cached %d", (int)getpid(),
                 (int)gettid(), (int)main_tid);
+    wl_stopping = 1;
     for (int i = 0; i < NT; i++)
         pthread_join(th[i], NULL);
     if (wl_hash(expect, sizeof expect, 0) != expect_hash)
