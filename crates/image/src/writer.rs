@@ -224,7 +224,7 @@ impl<S: Sink> Writer<S> {
     /// A record = fixed struct followed by byte tails (paths, arrays as bytes).
     /// Record flags 0. Not for END (see [`Writer::finish`]) nor for the data
     /// kinds PAGES, FILE_DATA, SYSV_SHM (see [`Writer::pages`], [`Writer::data_record`]).
-    pub fn record<T: IntoBytes + Immutable>(
+    pub fn record<T: IntoBytes + Immutable + ?Sized>(
         &mut self,
         kind: u32,
         fixed: &T,
@@ -234,7 +234,7 @@ impl<S: Sink> Writer<S> {
     }
 
     /// [`Writer::record`] with record flags (e.g. [`crate::RECORD_OPTIONAL`]).
-    pub fn record_flags<T: IntoBytes + Immutable>(
+    pub fn record_flags<T: IntoBytes + Immutable + ?Sized>(
         &mut self,
         k: u32,
         flags: u32,
@@ -321,7 +321,7 @@ impl<S: Sink> Writer<S> {
     /// the writer sets `fixed`'s `data_off` itself (and checks its `size`
     /// against `data_len`); for other kinds the caller sets it from
     /// [`Writer::data_off_for`].
-    pub fn data_record<'d, T: IntoBytes + Immutable>(
+    pub fn data_record<'d, T: IntoBytes + Immutable + ?Sized>(
         &mut self,
         k: u32,
         fixed: &T,
