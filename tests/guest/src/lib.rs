@@ -866,6 +866,18 @@ pub fn run_script(opts: &GuestOpts, script: &str) -> Result<GuestOutput, GuestEr
         None => None,
     };
 
+    // QEMU dies with the thread that starts it (a killed test run leaves no guest).
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+
     let start = Instant::now();
     let mut child = cmd
         .spawn()
