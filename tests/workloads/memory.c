@@ -111,7 +111,7 @@ static int maps_lookup(const void *addr, char perms[5], char *path, size_t pathl
     return found;
 }
 
-static long reserve_rss_kib(void)
+static long reserve_rss_kib(long *huge_kib)
 {
     FILE *f = fopen("/proc/self/smaps", "r");
     if (!f)
@@ -125,7 +125,9 @@ static long reserve_rss_kib(void)
             in = lo <= (unsigned long)reserve && (unsigned long)reserve < hi;
             continue;
         }
-        if (in && sscanf(line, "Rss: %ld kB", &rss) == 1)
+        if (in)
+            sscanf(line, "Rss: %ld kB", &rss);
+        if (in && sscanf(line, "AnonHugePages: %ld kB", huge_kib) == 1)
             break;
     }
     fclose(f);
@@ -303,13 +305,14 @@ int main(int argc, char **argv)
     for (int t = 0; t < NW; t++)
         verify_worker(t, "final");
 
-    long rss = reserve_rss_kib();
+    long huge = 0, rss = reserve_rss_kib(&huge);
     long limit = tmib * 1024 + (tmib * 512 > 8192 ? tmib * 512 : 8192);
     if (rss < 0)
         wl_fail("memory: reservation not found in /proc/self/smaps");
     else if (rss > limit)
-        wl_fail("memory: %ld KiB of the reservation are resident, only %ld MiB were touched",
-                rss, tmib);
+        wl_fail("memory: %ld KiB of the reservation are resident (%ld KiB in huge pages: was "
+                "MADV_NOHUGEPAGE lost?), only %ld MiB were touched",
+                rss, huge, tmib);
     for (size_t j = 0; j < ntouch; j++)
         if (!check(reserve + touched_page(j) * PG, PG, page_seed(j))) {
             wl_fail("memory: touched page %zu (offset %#zx) of the reservation corrupted", j,

@@ -1,7 +1,8 @@
 /* tls: per-thread __thread arrays and pthread_setspecific data that differ per
  * thread; threads verify them continuously against an expected table, and
  * verify pthread_self() and gettid() against values cached at start (the
- * restart engines restore TIDs, and glibc caches them in thread memory).
+ * restart engines restore TIDs, and glibc caches them in thread memory),
+ * and each thread's name (PR_SET_NAME "tls-worker-N").
  * Damage range: the expected-values table. */
 #include "common.h"
 
@@ -10,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #define NT 8
@@ -18,6 +20,7 @@
 struct expect {
     uint64_t tls[NV];    /* expected __thread values */
     uint64_t spec[NV];   /* expected pthread_getspecific() contents */
+    char name[16];       /* expected thread name (prctl PR_GET_NAME) */
     uint64_t magic;
 } __attribute__((aligned(64)));
 
@@ -40,6 +43,7 @@ static void gen(int id)
         expect[id].tls[i] = wl_mix(0x7150000ULL + (uint64_t)id * 100 + i);
         expect[id].spec[i] = wl_mix(0x5bec000ULL + (uint64_t)id * 100 + i);
     }
+    snprintf(expect[id].name, sizeof expect[id].name, "tls-worker-%d", id);
     expect[id].magic = 0x746c730000ULL + (uint64_t)id;
 }
 
@@ -80,6 +84,11 @@ static int verify(int id, const char *when)
                 when);
         return 0;
     }
+    char nm[16] = {0};
+    if (prctl(PR_GET_NAME, nm, 0, 0, 0) != 0 || strncmp(nm, e->name, sizeof nm) != 0) {
+        wl_fail("tls: thread %d is named '%.16s', expected '%.16s' (%s)", id, nm, e->name, when);
+        return 0;
+    }
     pthread_t s = pthread_self();
     if (!pthread_equal(s, tls_self) || !pthread_equal(s, selves[id])) {
         wl_fail("tls: thread %d pthread_self() changed (%s)", id, when);
@@ -104,6 +113,8 @@ static void *worker(void *arg)
         sp[i] = expect[id].spec[i];
     if (pthread_setspecific(key, sp) != 0)
         wl_fail("tls: pthread_setspecific failed");
+    if (prctl(PR_SET_NAME, expect[id].name, 0, 0, 0) != 0)
+        wl_fail("tls: PR_SET_NAME failed");
     tls_tid = gettid();
     tids[id] = tls_tid;
     tls_self = pthread_self();
