@@ -411,7 +411,7 @@ pub(crate) fn assert_matches(s: &Spec, p: &ProcessImage<'_>) {
         assert_eq!(pv.vma_start, *start);
         assert_eq!(&pv.runs, runs);
         assert_eq!(pv.data, data.as_slice());
-        assert_eq!(pv.data_file_offset % PS, 0);
+        assert_eq!(pv.data_file_offset % u64::from(p.header.page_size), 0);
     }
     assert_eq!(p.threads.len(), s.threads.len());
     for (t, (rec, xs, pending)) in p.threads.iter().zip(&s.threads) {
@@ -1554,4 +1554,386 @@ fn kind_names_are_distinct() {
         }
     }
     assert_eq!(kind_name(0x1234_5678), "UNKNOWN");
+}
+
+// ---------------------------------------------------------------- proptest
+
+/// Deterministic filler for the fixed structs' free fields.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn fill<T: IntoBytes + zerocopy::FromBytes>(&mut self, t: &mut T) {
+        for b in t.as_mut_bytes() {
+            *b = self.next() as u8;
+        }
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+#[derive(Clone, Debug)]
+struct VmaParams {
+    gap: u64,
+    len: u64,
+    kind: u32,
+    flags: u32,
+    prot: u32,
+    path_len: usize,
+    dirty: u8,
+    split: bool,
+}
+
+#[derive(Clone, Debug)]
+struct ThreadParams {
+    xstate: Option<usize>,
+    pending: usize,
+    syscall_fixed: bool,
+}
+
+#[derive(Clone, Debug)]
+struct SpecParams {
+    seed: u64,
+    ps_shift: u32,
+    pid: u32,
+    vmas: Vec<VmaParams>,
+    threads: Vec<ThreadParams>,
+    shared_pending: usize,
+    timers: usize,
+    files: Vec<(usize, Option<usize>)>,
+    pipes: Vec<(bool, Option<usize>)>,
+    eventfds: usize,
+    cwd_root: (usize, usize),
+    auxv_pairs: usize,
+}
+
+fn arb_params() -> impl Strategy<Value = SpecParams> {
+    let vma = (
+        0u64..4,
+        1u64..6,
+        1u32..=10,
+        0u32..128,
+        0u32..8,
+        0usize..30,
+        any::<u8>(),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(gap, len, kind, flags, prot, path_len, dirty, split)| VmaParams {
+                gap,
+                len,
+                kind,
+                flags,
+                prot,
+                path_len,
+                dirty,
+                split,
+            },
+        );
+    let thread = (proptest::option::of(0usize..100), 0usize..3, any::<bool>()).prop_map(
+        |(xstate, pending, syscall_fixed)| ThreadParams {
+            xstate,
+            pending,
+            syscall_fixed,
+        },
+    );
+    (
+        (any::<u64>(), 0u32..3, 1u32..1_000_000),
+        proptest::collection::vec(vma, 0..6),
+        proptest::collection::vec(thread, 1..5),
+        (0usize..3, 0usize..3, 0usize..3),
+        proptest::collection::vec((0usize..40, proptest::option::of(0usize..5000)), 0..4),
+        proptest::collection::vec((any::<bool>(), proptest::option::of(0usize..100)), 0..3),
+        ((0usize..40, 0usize..40), 0usize..10),
+    )
+        .prop_map(
+            |(
+                (seed, ps_shift, pid),
+                vmas,
+                threads,
+                (shared_pending, timers, eventfds),
+                files,
+                pipes,
+                (cwd_root, auxv_pairs),
+            )| {
+                SpecParams {
+                    seed: seed | 1,
+                    ps_shift,
+                    pid,
+                    vmas,
+                    threads,
+                    shared_pending,
+                    timers,
+                    files,
+                    pipes,
+                    eventfds,
+                    cwd_root,
+                    auxv_pairs,
+                }
+            },
+        )
+}
+
+fn build_spec(p: &SpecParams) -> (u32, Spec) {
+    let ps = 4096u64 << p.ps_shift;
+    let mut rng = Rng(p.seed);
+    let mut s = small_spec();
+    rng.fill(&mut s.process);
+    s.process.pid = p.pid;
+    s.process.nr_threads = p.threads.len() as u32;
+    s.process._pad0 = 0;
+    rng.fill(&mut s.mm);
+    s.auxv = (0..p.auxv_pairs * 2).map(|_| rng.next()).collect();
+    let n = (rng.next() % 64) as usize;
+    s.exe = rng.bytes(n);
+    s.vmas.clear();
+    s.pages.clear();
+    let mut addr = 0x10000 * ps;
+    for v in &p.vmas {
+        addr += v.gap * ps;
+        let mut rec = VmaRec::default();
+        rng.fill(&mut rec);
+        rec.start = addr;
+        rec.end = addr + v.len * ps;
+        rec.offset = (rng.next() % 1000) * ps;
+        rec.kind = v.kind;
+        rec.flags = v.flags;
+        rec.prot = v.prot;
+        rec.path_len = v.path_len as u32;
+        s.vmas.push((rec, rng.bytes(v.path_len)));
+        // Dirty pages → runs of consecutive set bits.
+        let mut runs: Vec<PageRun> = Vec::new();
+        for i in 0..v.len {
+            if v.dirty & (1 << i) != 0 {
+                let a = addr + i * ps;
+                match runs.last_mut() {
+                    Some(r) if r.addr + r.nr_pages * ps == a => r.nr_pages += 1,
+                    _ => runs.push(PageRun {
+                        addr: a,
+                        nr_pages: 1,
+                    }),
+                }
+            }
+        }
+        let mut groups = vec![runs];
+        if v.split && groups[0].len() >= 2 {
+            let second = groups[0].split_off(1);
+            groups.push(second);
+        }
+        for runs in groups {
+            if runs.is_empty() {
+                continue;
+            }
+            let n: u64 = runs.iter().map(|r| r.nr_pages).sum();
+            let data = rng.bytes((n * ps) as usize);
+            s.pages.push((addr, runs, data));
+        }
+        addr = rec.end;
+    }
+    s.threads = p
+        .threads
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let tid = if i == 0 { p.pid } else { p.pid + i as u32 * 7 };
+            let mut rec = ThreadRec::default();
+            rng.fill(&mut rec);
+            rec.tid = tid;
+            rec._pad0 = 0;
+            rec.flags = if i == 0 { thread_flags::LEADER } else { 0 }
+                | if t.syscall_fixed {
+                    thread_flags::SYSCALL_FIXED
+                } else {
+                    0
+                };
+            let xs = t.xstate.map(|n| {
+                let xcr0 = rng.next();
+                (
+                    XstateRec {
+                        tid,
+                        size: n as u32,
+                        xstate_bv: xcr0 & rng.next(),
+                        xcr0,
+                    },
+                    rng.bytes(n),
+                )
+            });
+            let pending = (0..t.pending)
+                .map(|_| {
+                    let mut si = Siginfo::default();
+                    rng.fill(&mut si);
+                    si
+                })
+                .collect();
+            (rec, xs, pending)
+        })
+        .collect();
+    rng.fill(&mut s.sigactions);
+    s.shared_pending = (0..p.shared_pending)
+        .map(|_| {
+            let mut si = Siginfo::default();
+            rng.fill(&mut si);
+            si
+        })
+        .collect();
+    rng.fill(&mut s.rlimits);
+    s.fs = (
+        rng.next() as u32,
+        rng.bytes(p.cwd_root.0),
+        rng.bytes(p.cwd_root.1),
+    );
+    rng.fill(&mut s.itimers);
+    s.posix_timers = (0..p.timers)
+        .map(|i| {
+            let mut t = PosixTimerRec::default();
+            rng.fill(&mut t);
+            t.id = i as u32;
+            t
+        })
+        .collect();
+    let mut fd = 0u32;
+    s.files = p
+        .files
+        .iter()
+        .enumerate()
+        .map(|(i, (path_len, data))| {
+            let mut f = FdFileRec::default();
+            rng.fill(&mut f);
+            f.fd = fd;
+            fd += 1;
+            f.file_id = i as u32 + 1;
+            f.kind = 1 + (rng.next() % 6) as u32;
+            f.file_flags = if data.is_some() {
+                file_flags::DELETED
+            } else {
+                0
+            };
+            f.path_len = *path_len as u32;
+            (f, rng.bytes(*path_len), data.map(|n| rng.bytes(n)))
+        })
+        .collect();
+    s.pipes.clear();
+    s.pipe_data.clear();
+    for (i, (fifo, data)) in p.pipes.iter().enumerate() {
+        let mut r = FdPipeRec::default();
+        rng.fill(&mut r);
+        r.fd = fd;
+        fd += 1;
+        r.pipe_id = i as u32 + 100;
+        r.fifo = u32::from(*fifo);
+        let n = 1 + (rng.next() % 20) as usize;
+        let path = if *fifo { rng.bytes(n) } else { vec![] };
+        r.path_len = path.len() as u32;
+        s.pipes.push((r, path));
+        if let Some(n) = data {
+            s.pipe_data.push((r.pipe_id, rng.bytes(*n)));
+        }
+    }
+    s.eventfds = (0..p.eventfds)
+        .map(|_| {
+            let mut e = EventfdRec::default();
+            rng.fill(&mut e);
+            e.fd = fd;
+            fd += 1;
+            e._pad0 = 0;
+            e
+        })
+        .collect();
+    (ps as u32, s)
+}
+
+/// Walks the framing of `b` and recomputes every checksum it can (header,
+/// record headers, payloads), so that mutations reach the semantic checks.
+pub(crate) fn reseal_all(b: &mut [u8]) {
+    if b.len() < 160 {
+        return;
+    }
+    reseal_header(b);
+    let mut off = 160usize;
+    while off + 24 <= b.len() {
+        reseal_head(b, off as u64);
+        let len = u64::from_le_bytes(b[off + 8..off + 16].try_into().unwrap());
+        let Some(end) = (off as u64 + 24)
+            .checked_add(len)
+            .filter(|e| *e <= b.len() as u64)
+        else {
+            return;
+        };
+        let sum_off = ((end + 7) & !7) as usize;
+        if sum_off + 8 > b.len() {
+            return;
+        }
+        reseal_payload(b, off as u64);
+        off = sum_off + 8;
+    }
+}
+
+fn no_panic(b: &[u8]) {
+    let _ = Image::parse(b);
+    let _ = ProcessImage::parse(b, &ParseOptions::ALL);
+    let _ = ProcessImage::parse(b, &ParseOptions::CORE);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn prop_round_trip(p in arb_params()) {
+        let (ps, s) = build_spec(&p);
+        let mut h = header();
+        h.page_size = ps;
+        let b = write_recs_with(&h, &spec_recs(&s));
+        let img = ProcessImage::parse(&b, &ParseOptions::ALL);
+        prop_assert!(img.is_ok(), "{:?}", img.err());
+        let img = img.unwrap();
+        assert_matches(&s, &img);
+        prop_assert_eq!(img.header.page_size, ps);
+    }
+
+    #[test]
+    fn prop_mutated_images_never_panic(
+        p in arb_params(),
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+        cut in proptest::option::of(any::<prop::sample::Index>()),
+        reseal in any::<bool>(),
+    ) {
+        let (ps, s) = build_spec(&p);
+        let mut h = header();
+        h.page_size = ps;
+        let mut b = write_recs_with(&h, &spec_recs(&s));
+        for (i, v) in &edits {
+            let i = i.index(b.len());
+            b[i] = *v;
+        }
+        if let Some(c) = cut {
+            let n = c.index(b.len());
+            b.truncate(n);
+        }
+        if reseal {
+            reseal_all(&mut b);
+        }
+        no_panic(&b);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn prop_arbitrary_bytes_never_panic(mut b in proptest::collection::vec(any::<u8>(), 0..600), magic in any::<bool>()) {
+        if magic && b.len() >= 16 {
+            b[..8].copy_from_slice(&MAGIC);
+            b[8..12].copy_from_slice(&1u32.to_le_bytes());
+            b[12..16].copy_from_slice(&160u32.to_le_bytes());
+            reseal_all(&mut b);
+        }
+        no_panic(&b);
+        prop_assert!(Image::parse(&b).is_err());
+    }
 }
