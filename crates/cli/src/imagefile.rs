@@ -9,6 +9,9 @@ use std::path::Path;
 use std::ptr::NonNull;
 
 use anyhow::{Context, Result};
+use stasis_image::{
+    kind_name, Header, Image, ImageError, ParseOptions, ProcessImage, HEADER_LEN, RECORD_HEADER_LEN,
+};
 
 use crate::error::CliError;
 
@@ -89,4 +92,86 @@ pub fn load(path: &Path) -> Result<ImageBytes> {
     unsafe { libc::madvise(p, len, libc::MADV_SEQUENTIAL) };
     let ptr = NonNull::new(p.cast::<u8>()).context("mmap returned NULL")?;
     Ok(ImageBytes::Mapped { ptr, len })
+}
+
+/// Where in the file an image error is, for the errors whose message does
+/// not already say it: the header errors (all at offset 0), and truncation
+/// inside a record (named by walking the record framing up to the offset).
+fn location(bytes: &[u8], err: &ImageError) -> Option<String> {
+    match err {
+        ImageError::BadMagic
+        | ImageError::UnsupportedVersion { .. }
+        | ImageError::BadHeaderLen { .. }
+        | ImageError::HeaderChecksum
+        | ImageError::UnsupportedArch { .. }
+        | ImageError::BadPageSize { .. }
+        | ImageError::BadHeaderField { .. } => Some("file header at offset 0x0".to_string()),
+        ImageError::Truncated { offset, .. } if *offset >= u64::from(HEADER_LEN) => {
+            record_at(bytes, *offset).map(|(index, kind)| format!("record {index} ({})", kind_name(kind)))
+        }
+        _ => None,
+    }
+}
+
+/// Index and kind of the record starting at `target`, following the v1
+/// framing (24-byte record header with the payload length at +8, payload
+/// padded to 8, 8-byte payload checksum).
+fn record_at(bytes: &[u8], target: u64) -> Option<(usize, u32)> {
+    let mut off = u64::from(HEADER_LEN);
+    let mut index = 0usize;
+    while off < target {
+        let o = usize::try_from(off).ok()?;
+        let len = u64::from_le_bytes(bytes.get(o + 8..o + 16)?.try_into().ok()?);
+        let payload_end = off.checked_add(RECORD_HEADER_LEN)?.checked_add(len)?;
+        off = payload_end.checked_add(7)? / 8 * 8 + 8;
+        index += 1;
+    }
+    if off != target {
+        return None;
+    }
+    let o = usize::try_from(off).ok()?;
+    let kind = bytes
+        .get(o..o + 4)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_le_bytes)
+        .unwrap_or(0);
+    Some((index, kind))
+}
+
+/// Context line for an image error: the image's name, plus the location
+/// when the error's own message lacks it.
+pub fn error_context(name: &str, bytes: &[u8], err: &ImageError) -> String {
+    match location(bytes, err) {
+        Some(loc) => format!("{name}: {loc}"),
+        None => name.to_string(),
+    }
+}
+
+/// Parse and fully check a process image (all extensions supported),
+/// attaching the image name and location to any error.
+pub fn parse<'a>(name: &str, bytes: &'a [u8]) -> Result<(Image<'a>, ProcessImage<'a>)> {
+    let img = Image::parse(bytes).map_err(|e| {
+        let ctx = error_context(name, bytes, &e);
+        anyhow::Error::new(e).context(ctx)
+    })?;
+    let pimg = ProcessImage::from_image(&img, &ParseOptions::ALL).map_err(|e| {
+        let ctx = error_context(name, bytes, &e);
+        anyhow::Error::new(e).context(ctx)
+    })?;
+    Ok((img, pimg))
+}
+
+/// Check just the header of the image file at `path` (cheap: 160 bytes), so
+/// that a file that is not an image is refused before an engine starts.
+pub fn check_header(name: &str, path: &Path) -> Result<()> {
+    let file = File::open(path).with_context(|| format!("cannot open {name}"))?;
+    let mut head = Vec::with_capacity(HEADER_LEN as usize);
+    file.take(u64::from(HEADER_LEN))
+        .read_to_end(&mut head)
+        .with_context(|| format!("cannot read {name}"))?;
+    Header::parse(&head).map_err(|e| {
+        let ctx = error_context(name, &head, &e);
+        anyhow::Error::new(e).context(ctx)
+    })?;
+    Ok(())
 }

@@ -114,7 +114,10 @@ pub fn open_flags(open: u32, fd_flags: u32) -> String {
         libc::O_RDWR => "O_RDWR".into(),
         _ => "O_ACCMODE".into(),
     }];
-    let mut rest = open & !libc::O_ACCMODE & !libc::O_LARGEFILE;
+    // The kernel sets O_LARGEFILE (0o100000 on x86_64; libc's constant is 0
+    // there) on every file of a 64-bit process: not worth showing.
+    const O_LARGEFILE: i32 = 0o100000;
+    let mut rest = open & !libc::O_ACCMODE & !O_LARGEFILE;
     for (bit, name) in [
         (libc::O_APPEND, "O_APPEND"),
         (libc::O_NONBLOCK, "O_NONBLOCK"),

@@ -44,12 +44,14 @@ pub fn run(args: &RestartArgs, quiet: bool) -> Result<u8> {
     } else {
         (None, args.image.clone())
     };
+    let name = crate::imagefile::display_name(&args.image);
+    crate::imagefile::check_header(&name, &path)?;
     let bar = Bar::new("restart", quiet);
     let opts = RestartOpts { detach: args.detach, pidns: args.pidns, progress: Some(&bar) };
     let outcome = match engine {
         Engine::User => stasis_user::restart(&path, &opts),
     }
-    .with_context(|| format!("restart from {} failed", crate::imagefile::display_name(&args.image)))?;
+    .with_context(|| format!("restart from {name} failed"))?;
     bar.finish();
     Ok(match outcome {
         RestartOutcome::Detached { pid } => {

@@ -6,7 +6,6 @@ mod text;
 use std::io::Write;
 
 use anyhow::{Context, Result};
-use stasis_image::{Image, ParseOptions, ProcessImage};
 
 use crate::cli::InspectArgs;
 use crate::imagefile::{self, display_name};
@@ -14,8 +13,7 @@ use crate::imagefile::{self, display_name};
 pub fn run(args: &InspectArgs) -> Result<()> {
     let name = display_name(&args.image);
     let bytes = imagefile::load(&args.image)?;
-    let img = Image::parse(&bytes).with_context(|| name.clone())?;
-    let pimg = ProcessImage::from_image(&img, &ParseOptions::ALL).with_context(|| name.clone())?;
+    let (img, pimg) = imagefile::parse(&name, &bytes)?;
     let report = model::build(&name, &img, &pimg, bytes.len() as u64);
     let out = if args.json {
         let mut s = serde_json::to_string_pretty(&report).context("cannot encode JSON")?;

@@ -200,7 +200,13 @@ pub fn render(r: &Report) -> String {
             f.kind.clone(),
             f.pos.map_or_else(|| "-".into(), |p| p.to_string()),
             f.flags.clone(),
-            if f.deleted { format!("{} (deleted, contents stored)", f.path) } else { f.path.clone() },
+            if !f.deleted {
+                f.path.clone()
+            } else if f.path.ends_with(" (deleted)") {
+                format!("{} [contents stored]", f.path)
+            } else {
+                format!("{} (deleted) [contents stored]", f.path)
+            },
         ]);
     }
     t.render(&mut o);
