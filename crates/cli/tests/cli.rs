@@ -378,6 +378,28 @@ fn restart_refuses_non_image() {
     assert_eq!(code(&o), 3, "{}", stderr(&o));
 }
 
+#[test]
+fn restart_from_stdin() {
+    let (_d, path, _) = sample();
+    // The sample's executable does not exist, so whatever the engine can do,
+    // this restart fails before the process runs: 125.
+    let o = stasis()
+        .args(["restart", "-"])
+        .stdin(fs::File::open(&path).expect("open"))
+        .output()
+        .expect("run");
+    assert_eq!(code(&o), 125, "{}", stderr(&o));
+    assert!(stderr(&o).starts_with("stasis: error: restart from <stdin> failed: "), "{}", stderr(&o));
+    // The header check reads the copy of stdin.
+    let o = stasis()
+        .args(["restart", "--detach", "-"])
+        .stdin(fs::File::open("/etc/hostname").or_else(|_| fs::File::open("/etc/passwd")).expect("open"))
+        .output()
+        .expect("run");
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    assert!(stderr(&o).contains("<stdin>: file header at offset 0x0: not a stasis image"), "{}", stderr(&o));
+}
+
 fn state_of(pid: u32) -> Option<char> {
     let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     s[s.rfind(')')? + 1..].trim_start().chars().next()
@@ -428,6 +450,16 @@ fn counters_round_trip() {
     let mut wl = Workload::spawn("counters", dir.path(), &[]).expect("spawn counters");
     let ready = wl.wait_ready(Duration::from_secs(20)).expect("ready");
     let pid = ready.pid;
+
+    // To a pipe (migration), leaving it running.
+    let o = run(&["checkpoint", &pid.to_string(), "-o", "-", "-q"]);
+    assert_eq!(code(&o), 0, "checkpoint to stdout failed: {}", stderr(&o));
+    assert_eq!(stderr(&o), "", "-q prints nothing");
+    let piped = dir.path().join("piped.img");
+    fs::write(&piped, &o.stdout).expect("write piped image");
+    let o = run(&["verify", p(&piped)]);
+    assert_eq!(code(&o), 0, "verify piped image: {}", stderr(&o));
+    assert!(stasis_workloads::pid_alive(pid), "--leave-running is the default");
 
     let o = run(&["checkpoint", &pid.to_string(), "-o", p(&img), "--kill"]);
     assert_eq!(code(&o), 0, "checkpoint failed: {}", stderr(&o));
