@@ -3,12 +3,12 @@
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
 use std::os::fd::AsFd;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use stasis_user::After;
+use stasis_user::{After, CheckpointStats, Frozen};
 
-use crate::atomic::TempImage;
+use crate::atomic::{self, TempImage};
 use crate::cli::CheckpointArgs;
 use crate::engine::{self, Engine};
 use crate::error::CliError;
@@ -96,6 +96,9 @@ pub fn run(args: &CheckpointArgs, quiet: bool) -> Result<()> {
     if to_stdout && std::io::stdout().is_terminal() {
         return Err(CliError::StdoutIsTerminal.into());
     }
+    if !to_stdout && args.output.is_dir() {
+        return Err(CliError::OutputIsDirectory(args.output.display().to_string()).into());
+    }
     check_target(pid)?;
     let engine = engine::select(args.engine, quiet)?;
 
@@ -110,34 +113,10 @@ pub fn run(args: &CheckpointArgs, quiet: bool) -> Result<()> {
         let (t, f) = TempImage::create(&args.output)?;
         (Some(t), f)
     };
-    let out = BufWriter::with_capacity(BUF_SIZE, Counting { inner: file, bytes: 0 });
-
     let bar = Bar::new("checkpoint", quiet);
-    let (frozen, out, stats) = match engine {
-        Engine::User => stasis_user::checkpoint(pid, out, Some(&bar)),
-    }
-    .with_context(|| format!("checkpoint of PID {pid} failed"))?;
-    let written = Instant::now();
-    // From here until `release`, any error drops `frozen` (the target runs
-    // on) and `temp` (the temporary file is removed).
-    let counting = out
-        .into_inner()
-        .map_err(|e| e.into_error())
-        .context("cannot write the image")?;
-    let image_bytes = counting.bytes;
-    let file = counting.inner;
-    match temp {
-        Some(t) => t.commit(file)?,
-        None => {
-            // Durable too when stdout is a regular file; pipes cannot be fsynced.
-            if let Err(e) = file.sync_all() {
-                if e.raw_os_error() != Some(libc::EINVAL) {
-                    return Err(e).context("cannot fsync standard output");
-                }
-            }
-        }
-    }
-    let frozen_for = stats.frozen + written.elapsed();
+    let (frozen, stats, image_bytes, frozen_for) = write_image(engine, pid, file, temp, &bar)
+        .with_context(|| format!("checkpoint of PID {pid} failed"))?;
+    // The image is durable: now, and only now, the target may be killed or stopped.
     frozen
         .release(after)
         .with_context(|| format!("the image is safely written, but releasing PID {pid} failed"))?;
@@ -153,4 +132,40 @@ pub fn run(args: &CheckpointArgs, quiet: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Run the engine into `file` and make the result durable (under its final
+/// name when `temp` is given). Any error drops the engine's `Frozen` guard,
+/// so the target runs on, and `temp`, which removes the temporary file.
+fn write_image(
+    engine: Engine,
+    pid: i32,
+    file: File,
+    temp: Option<TempImage>,
+    bar: &Bar,
+) -> Result<(Frozen, CheckpointStats, u64, Duration)> {
+    let out = BufWriter::with_capacity(BUF_SIZE, Counting { inner: file, bytes: 0 });
+    let (frozen, out, stats) = match engine {
+        Engine::User => stasis_user::checkpoint(pid, out, Some(bar)),
+    }?;
+    let written = Instant::now();
+    let counting = out.into_inner().map_err(|e| e.into_error()).context("cannot write the image")?;
+    if let Some(sig) = atomic::interrupted() {
+        return Err(CliError::Interrupted(sig).into());
+    }
+    let image_bytes = counting.bytes;
+    let file = counting.inner;
+    match temp {
+        Some(t) => t.commit(file)?,
+        None => {
+            // Durable too when stdout is a regular file; pipes cannot be fsynced.
+            if let Err(e) = file.sync_all() {
+                if e.raw_os_error() != Some(libc::EINVAL) {
+                    return Err(e).context("cannot fsync standard output");
+                }
+            }
+        }
+    }
+    let frozen_for = stats.frozen + written.elapsed();
+    Ok((frozen, stats, image_bytes, frozen_for))
 }

@@ -49,6 +49,10 @@ pub enum CliError {
     KernelModuleMissing,
     #[error("/dev/stasis exists, but this stasis binary has no kernel engine client yet")]
     KernelClientMissing,
+    #[error("interrupted by signal {0}: no image written, the process runs on")]
+    Interrupted(i32),
+    #[error("{0} is a directory")]
+    OutputIsDirectory(String),
     #[error("refusing to write an image to a terminal")]
     StdoutIsTerminal,
     #[error("refusing to read an image from a terminal")]
@@ -68,6 +72,7 @@ impl CliError {
                 Code::EngineUnavailable
             }
             CliError::StdoutIsTerminal | CliError::StdinIsTerminal => Code::Usage,
+            CliError::Interrupted(_) | CliError::OutputIsDirectory(_) => Code::Failed,
         }
     }
 
@@ -85,6 +90,8 @@ impl CliError {
                 Some("load it with `modprobe stasis` (or `insmod stasis.ko`), or use --engine user")
             }
             CliError::KernelClientMissing => Some("use --engine user"),
+            CliError::Interrupted(_) => None,
+            CliError::OutputIsDirectory(_) => Some("give the path of the image file to write, e.g. -o DIR/NAME.img"),
             CliError::StdoutIsTerminal => Some("redirect standard output to a file or a pipe, or give -o IMAGE"),
             CliError::StdinIsTerminal => Some("pipe the image into standard input, or give its path"),
         }
@@ -143,6 +150,14 @@ pub fn classify(err: &anyhow::Error) -> Code {
         }
     }
     Code::Failed
+}
+
+/// The signal that interrupted the operation, if that is why it failed.
+pub fn interrupted_by(err: &anyhow::Error) -> Option<i32> {
+    err.chain().find_map(|c| match c.downcast_ref::<CliError>() {
+        Some(CliError::Interrupted(sig)) => Some(*sig),
+        _ => None,
+    })
 }
 
 /// One hint line, when one is useful.

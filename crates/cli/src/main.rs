@@ -37,6 +37,10 @@ fn main() -> ExitCode {
         Ok(status) => ExitCode::from(status),
         Err(err) => {
             error::report(&err);
+            if let Some(sig) = error::interrupted_by(&err) {
+                // Cleanup has run; die by the signal, as the caller expects.
+                atomic::die_by(sig);
+            }
             let code = match &cli.command {
                 // The status of a waited-for restart belongs to the restored
                 // process; our own failures get 125 so they cannot be confused.
