@@ -102,6 +102,14 @@ fn dump_code(e: &DumpError) -> Code {
     #[allow(unreachable_patterns)]
     match e {
         DumpError::NotImplemented => Code::EngineUnavailable,
+        DumpError::NoProcess { .. } | DumpError::SelfTarget { .. } => Code::Target,
+        // Seizing failed: not permitted (credentials, Yama, another tracer)
+        // or the thread is gone.
+        DumpError::Attach { source, .. }
+            if matches!(source.raw_os_error(), Some(libc::EPERM | libc::EACCES | libc::ESRCH)) =>
+        {
+            Code::Target
+        }
         _ => Code::Failed,
     }
 }
@@ -120,6 +128,14 @@ fn engine_hint_dump(e: &DumpError) -> Option<&'static str> {
         DumpError::NotImplemented => Some(
             "this build's user engine cannot checkpoint yet; no image was written and the process runs on",
         ),
+        DumpError::Attach { source, .. }
+            if matches!(source.raw_os_error(), Some(libc::EPERM | libc::EACCES)) =>
+        {
+            Some(
+                "another tracer (gdb, strace) may be attached, or ptrace is restricted \
+                 (/proc/sys/kernel/yama/ptrace_scope); run as root or as the process's user",
+            )
+        }
         _ => None,
     }
 }
