@@ -1,2 +1,203 @@
 //! stasis-abi: the /dev/stasis ioctl interface, shared by the CLI and the module.
+//!
+//! Every struct here is `#[repr(C)]`, has no padding and no pointers (user
+//! addresses travel as `u64`), so the same bytes mean the same thing in the
+//! module (built for `x86_64-unknown-none`) and in userspace. The ioctl numbers
+//! encode the struct size (`_IOC_SIZE`), which the module's C shim checks before
+//! copying anything.
 #![no_std]
+
+use core::mem::size_of;
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+/// Re-exported so users (the module's crate) need no own zerocopy dependency.
+pub use zerocopy;
+
+/// Version of this interface. Bumped on any incompatible change.
+pub const ABI_VERSION: u32 = 1;
+
+/// The misc device the module registers.
+pub const DEVICE_PATH: &str = "/dev/stasis";
+
+/// ioctl "type" byte of /dev/stasis.
+pub const IOC_MAGIC: u32 = 0xB5;
+
+const IOC_NONE: u32 = 0;
+const IOC_WRITE: u32 = 1;
+const IOC_READ: u32 = 2;
+
+/// `_IOC(dir, type, nr, size)` as in the kernel's asm-generic/ioctl.h.
+pub const fn ioc(dir: u32, nr: u32, size: usize) -> u32 {
+    (dir << 30) | (((size as u32) & 0x3fff) << 16) | (IOC_MAGIC << 8) | (nr & 0xff)
+}
+
+/// `_IOC_SIZE(cmd)`.
+pub const fn ioc_size(cmd: u32) -> usize {
+    ((cmd >> 16) & 0x3fff) as usize
+}
+
+/// `STASIS_IOC_VERSION`: read a [`VersionInfo`].
+pub const IOC_VERSION: u32 = ioc(IOC_READ, 0x00, size_of::<VersionInfo>());
+/// `STASIS_IOC_FREEZE`: park every thread of `FreezeArgs::pid`; see [`FreezeArgs`].
+pub const IOC_FREEZE: u32 = ioc(IOC_READ | IOC_WRITE, 0x01, size_of::<FreezeArgs>());
+/// `STASIS_IOC_THAW`: release the threads parked by this file descriptor's FREEZE.
+pub const IOC_THAW: u32 = ioc(IOC_NONE, 0x02, 0);
+
+/// Extension ids: bit `n` of [`VersionInfo::extensions`] is set when the extension
+/// with id `n` is loaded. The ids are those of the image format's record kinds
+/// (`kind >> 16`, `stasis_image::Extension`).
+pub const EXT_CORE: u32 = 0;
+/// Regular files, pipes, ttys: `stasis_files.ko`.
+pub const EXT_FILES: u32 = 1;
+/// Sockets: `stasis_net.ko`.
+pub const EXT_NET: u32 = 2;
+/// eventfd, timerfd, signalfd, epoll: `stasis_events.ko`.
+pub const EXT_EVENTS: u32 = 3;
+/// SysV IPC: `stasis_ipc.ko`.
+pub const EXT_IPC: u32 = 4;
+/// Process trees: `stasis_tree.ko`.
+pub const EXT_TREE: u32 = 5;
+/// Highest extension id the interface can describe.
+pub const EXT_MAX: u32 = 63;
+
+/// Name of an extension id ("core", "files", ...), as in `stasis_<name>.ko`.
+pub const fn ext_name(id: u32) -> Option<&'static str> {
+    match id {
+        EXT_CORE => Some("core"),
+        EXT_FILES => Some("files"),
+        EXT_NET => Some("net"),
+        EXT_EVENTS => Some("events"),
+        EXT_IPC => Some("ipc"),
+        EXT_TREE => Some("tree"),
+        _ => None,
+    }
+}
+
+/// Reply of `STASIS_IOC_VERSION`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct VersionInfo {
+    /// [`ABI_VERSION`] of the module.
+    pub abi_version: u32,
+    /// Size of this struct as the module knows it.
+    pub struct_size: u32,
+    /// Bit `n` set: extension `n` is loaded (bit [`EXT_CORE`] always).
+    pub extensions: u64,
+    /// Most threads one FREEZE handles.
+    pub max_threads: u32,
+    pub _reserved: u32,
+}
+
+/// Argument of `STASIS_IOC_FREEZE`.
+///
+/// The module checks the caller may ptrace `pid` (same uid/gid and dumpable, or
+/// CAP_SYS_PTRACE / CAP_CHECKPOINT_RESTORE), queues a task_work on every thread
+/// and returns once every thread is parked in it. It writes up to `max_threads`
+/// [`FrozenThread`] entries to the user array at `threads` and the number of
+/// parked threads to `nr_threads` (which may exceed `max_threads`: the rest are
+/// parked but not reported). The threads stay parked until `STASIS_IOC_THAW` or
+/// until the file descriptor is closed (also when the caller dies).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct FreezeArgs {
+    /// Process (thread group) id in the caller's pid namespace.
+    pub pid: i32,
+    /// No flags are defined: must be 0.
+    pub flags: u32,
+    /// Give up with ETIMEDOUT (and release) after this many ms; 0 = 10000.
+    pub timeout_ms: u32,
+    /// Capacity of the `threads` array (entries).
+    pub max_threads: u32,
+    /// User address of a `[FrozenThread; max_threads]` array (may be 0 when
+    /// `max_threads` is 0).
+    pub threads: u64,
+    /// Out: number of threads parked.
+    pub nr_threads: u32,
+    pub _reserved: u32,
+}
+
+/// One parked thread, as its task_work callback saw it.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct FrozenThread {
+    /// Thread id in the caller's pid namespace.
+    pub tid: i32,
+    /// `FROZEN_*` flags.
+    pub flags: u32,
+    pub rip: u64,
+    pub rsp: u64,
+    /// Still holds -ERESTART* when the thread was in a system call: the callback
+    /// runs before the kernel's syscall-restart fixup.
+    pub rax: u64,
+    pub orig_rax: u64,
+}
+
+/// [`FrozenThread::flags`]: rax holds -ERESTARTSYS/-ERESTARTNOINTR/
+/// -ERESTARTNOHAND/-ERESTART_RESTARTBLOCK (the thread was in a system call).
+pub const FROZEN_IN_SYSCALL_RESTART: u32 = 1;
+
+/// The kernel's syscall-restart error codes (include/linux/errno.h).
+pub const ERESTARTSYS: i64 = 512;
+pub const ERESTARTNOINTR: i64 = 513;
+pub const ERESTARTNOHAND: i64 = 514;
+pub const ERESTART_RESTARTBLOCK: i64 = 516;
+
+/// True when `rax` is one of -ERESTART*.
+pub const fn is_restart_rax(rax: u64) -> bool {
+    let v = rax as i64;
+    v == -ERESTARTSYS || v == -ERESTARTNOINTR || v == -ERESTARTNOHAND || v == -ERESTART_RESTARTBLOCK
+}
+
+/// x86_64 `struct user_regs_struct` (the NT_PRSTATUS regset), as regset_get fills it.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct UserRegs {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub rbp: u64,
+    pub rbx: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rax: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub orig_rax: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub eflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+    pub fs_base: u64,
+    pub gs_base: u64,
+    pub ds: u64,
+    pub es: u64,
+    pub fs: u64,
+    pub gs: u64,
+}
+
+const _: () = assert!(size_of::<VersionInfo>() == 24);
+const _: () = assert!(size_of::<FreezeArgs>() == 32);
+const _: () = assert!(size_of::<FrozenThread>() == 40);
+const _: () = assert!(size_of::<UserRegs>() == 27 * 8);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers() {
+        // _IOR(0xB5, 0, 24)
+        assert_eq!(IOC_VERSION, 0x8018_b500);
+        assert_eq!(ioc_size(IOC_FREEZE), 32);
+        assert_eq!(IOC_THAW, 0x0000_b502);
+        assert!(is_restart_rax((-512i64) as u64));
+        assert!(!is_restart_rax(0));
+        assert_eq!(ext_name(EXT_FILES), Some("files"));
+    }
+}
