@@ -8,7 +8,10 @@
 //! thread back through rt_sigreturn.
 
 pub mod dump;
+pub mod proc;
+pub mod ptrace;
 pub mod restore;
+pub mod sys;
 
 pub use dump::{checkpoint, After, CheckpointStats, DumpError, Frozen};
 pub use restore::{restart, RestartOpts, RestartOutcome, RestoreError};

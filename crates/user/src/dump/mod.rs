@@ -1,5 +1,38 @@
-//! Checkpoint through ptrace and /proc. (Being written.)
-use std::time::Duration;
+//! Checkpoint through ptrace and /proc.
+//!
+//! [`checkpoint`] seizes every thread of the target (PTRACE_SEIZE +
+//! PTRACE_INTERRUPT, no SIGSTOP), reads registers and signal state with
+//! ptrace, runs a few system calls inside the target for what only it can
+//! report (sigaltstack, clear_child_tid, sigactions, itimers, POSIX timer
+//! values, brk, dumpable), reads memory found through pagemap with
+//! process_vm_readv, inspects file descriptors, and streams the image.
+//!
+//! Whatever fails, the target is detached and runs on untraced: every path
+//! out of [`checkpoint`] other than success drops the tracer, which detaches.
+//! If the checkpointer is killed, the kernel detaches the tracees itself.
+//!
+//! Record order: PROCESS, MM, FS, RLIMITS, SIGACTIONS, ITIMERS, POSIX_TIMER*,
+//! (THREAD, XSTATE, SIGPENDING)* leader first, SIGPENDING(tid 0), VMA*,
+//! PAGES* (a VMA may have several, in address order), FD_FILE (+FILE_DATA
+//! after the first fd of a deleted file), FD_PIPE*, PIPE_DATA*, END.
+
+mod files;
+mod freeze;
+mod memory;
+mod state;
+
+use std::io;
+use std::marker::PhantomData;
+use std::time::{Duration, Instant};
+
+use stasis_image::records::{kind, FileDataRec, FsRec, PipeDataRec, SigpendingRec, XstateRec};
+use stasis_image::{Header, Sink, WriteError, Writer};
+
+use crate::proc::{self, Stat, Status};
+use crate::ptrace::{self, Injector};
+use crate::sys;
+
+pub use crate::ptrace::InjectError;
 
 /// What happens to the target once its image is safely written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,30 +56,259 @@ pub struct CheckpointStats {
     pub frozen: Duration,
 }
 
-/// Errors of the checkpoint side.
+/// Errors of the checkpoint side. Each names the process and, where it
+/// applies, the thread, fd or step that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DumpError {
     #[error("the user engine's checkpoint is not implemented yet")]
     NotImplemented,
+    #[error("process {pid} does not exist (or exited during the checkpoint)")]
+    NoProcess { pid: i32 },
+    #[error("cannot checkpoint process {pid}: it is the checkpointer itself")]
+    SelfTarget { pid: i32 },
+    #[error("process {pid}: cannot seize thread {tid} with ptrace: {source}")]
+    Attach { pid: i32, tid: i32, source: io::Error },
+    #[error("process {pid}: detaching thread {tid} failed: {source}")]
+    Detach { pid: i32, tid: i32, source: io::Error },
+    #[error("process {pid}: {step}: {source}")]
+    Io { pid: i32, step: String, source: io::Error },
+    #[error("process {pid}, thread {tid}: {step}: {source}")]
+    Thread { pid: i32, tid: i32, step: &'static str, source: io::Error },
+    #[error("process {pid}, fd {fd}: {step}: {source}")]
+    Fd { pid: i32, fd: i32, step: &'static str, source: io::Error },
+    #[error("process {pid}: cannot checkpoint {what}: {reason}")]
+    Unsupported { pid: i32, what: String, reason: String },
+    #[error("process {pid}, thread {tid}: injecting {call}: {source}")]
+    Inject { pid: i32, tid: i32, call: String, source: InjectError },
+    #[error("process {pid}, thread {tid}: {call} failed in the target: {source}")]
+    RemoteCall { pid: i32, tid: i32, call: String, source: io::Error },
+    #[error("process {pid}: writing the image at offset {offset}: {source}")]
+    Write { pid: i32, offset: u64, source: WriteError<io::Error> },
 }
 
-/// A frozen target whose image has been written. Dropping it lets the target run on.
+impl DumpError {
+    pub(crate) fn io(pid: i32, step: impl Into<String>, source: io::Error) -> DumpError {
+        DumpError::Io { pid, step: step.into(), source }
+    }
+}
+
+/// A frozen target whose image has been written. Dropping it lets the target
+/// run on. All ptrace requests must come from the thread that seized the
+/// target, so a `Frozen` cannot be sent to another thread.
 pub struct Frozen {
-    _private: (),
+    pid: i32,
+    tracer: freeze::Tracer,
+    _same_thread: PhantomData<*const ()>,
 }
 
 impl Frozen {
-    /// Release the target: run on, kill it, or leave it stopped.
-    pub fn release(self, _after: After) -> Result<(), DumpError> {
-        Err(DumpError::NotImplemented)
+    /// The target's pid.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Release the target: run on, kill it, or leave it stopped (SIGSTOP,
+    /// untraced).
+    pub fn release(mut self, after: After) -> Result<(), DumpError> {
+        match after {
+            After::LeaveRunning => self.tracer.release(false),
+            After::Stop => self.tracer.release(true),
+            After::Kill => self.tracer.kill(),
+        }
+    }
+}
+
+/// Counts what goes to the output.
+struct Out<W: io::Write> {
+    w: W,
+    n: u64,
+}
+
+impl<W: io::Write> Sink for Out<W> {
+    type Error = io::Error;
+    fn write_all(&mut self, buf: &[u8]) -> Result<(), io::Error> {
+        self.w.write_all(buf)?;
+        self.n += buf.len() as u64;
+        Ok(())
     }
 }
 
 /// Freeze `pid`, write its image to `out`, and return the still-frozen target.
 pub fn checkpoint<W: std::io::Write>(
-    _pid: i32,
-    _out: W,
-    _progress: Option<&dyn crate::Progress>,
+    pid: i32,
+    out: W,
+    progress: Option<&dyn crate::Progress>,
 ) -> Result<(Frozen, W, CheckpointStats), DumpError> {
-    Err(DumpError::NotImplemented)
+    // SAFETY: getpid has no arguments and cannot fail.
+    if pid == unsafe { libc::getpid() } {
+        return Err(DumpError::SelfTarget { pid });
+    }
+    if pid <= 0 {
+        return Err(DumpError::NoProcess { pid });
+    }
+    let t0 = Instant::now();
+    let tracer = freeze::Tracer::freeze(pid)?;
+    let (out, mut stats) = dump_frozen(pid, &tracer, out, progress)?;
+    stats.frozen = t0.elapsed();
+    Ok((Frozen { pid, tracer, _same_thread: PhantomData }, out, stats))
+}
+
+fn dump_frozen<W: io::Write>(
+    pid: i32,
+    tracer: &freeze::Tracer,
+    out: W,
+    progress: Option<&dyn crate::Progress>,
+) -> Result<(W, CheckpointStats), DumpError> {
+    let tids = tracer.tids();
+    // Refuse early what cannot be restored, before touching anything.
+    let children = proc::children(pid).map_err(|e| DumpError::io(pid, "listing children", e))?;
+    if let Some(c) = children.first() {
+        return Err(DumpError::Unsupported {
+            pid,
+            what: format!("child process {c}"),
+            reason: "process trees are not supported by the user engine yet".into(),
+        });
+    }
+    let maps = proc::smaps(pid).map_err(|e| DumpError::io(pid, "reading smaps", e))?;
+    let mut vmas = memory::vmas(pid, &maps)?;
+    let files = files::collect(pid)?;
+
+    // Threads (no injection needed).
+    let mut threads = Vec::with_capacity(tids.len());
+    for &tid in &tids {
+        threads.push(state::read_thread(pid, tid)?);
+    }
+    let shared_pending =
+        ptrace::peek_siginfo(pid, true).map_err(|source| DumpError::Thread { pid, tid: pid, step: "reading process-wide pending signals", source })?;
+
+    // Injections.
+    let status = Status::read(pid).map_err(|e| DumpError::io(pid, "reading status", e))?;
+    let sig_set = state::signals_to_read(&status).map_err(|e| DumpError::io(pid, "reading SigCgt/SigIgn", e))?;
+    let ptimers = proc::timers(pid).map_err(|e| DumpError::io(pid, "reading /proc/PID/timers", e))?;
+    let vdso = maps
+        .iter()
+        .find(|m| m.path == b"[vdso]")
+        .ok_or_else(|| DumpError::Unsupported { pid, what: "the vDSO".into(), reason: "the process has no [vdso] mapping to run system calls through".into() })?;
+    let insn = ptrace::find_syscall_insn(pid, vdso.start, vdso.end).map_err(|e| DumpError::io(pid, "finding a syscall instruction in the vDSO", e))?;
+    let injector = Injector { pid, syscall_insn: insn };
+    let injected = state::inject_all(&injector, pid, &mut threads, sig_set, &ptimers)?;
+
+    // Process-wide records.
+    let stat = Stat::read(pid).map_err(|e| DumpError::io(pid, "reading stat", e))?;
+    let process = state::process_rec(pid, &stat, &status, threads.len(), injected.dumpable)?;
+    let (mm, auxv, exe) = state::mm_rec(pid, &stat, injected.brk)?;
+    let rlimits = state::rlimits(pid)?;
+    let cwd = proc::readlink(&proc::pid_path(pid, "cwd")).map_err(|e| DumpError::io(pid, "reading cwd", e))?;
+    let root = proc::readlink(&proc::pid_path(pid, "root")).map_err(|e| DumpError::io(pid, "reading root", e))?;
+    let umask = status.octal("Umask").map_err(|e| DumpError::io(pid, "reading Umask", e))?;
+
+    // Memory scan.
+    let page_size = sys::page_size();
+    let total = memory::scan(pid, &mut vmas, page_size)?;
+    if let Some(p) = progress {
+        p.set_total(total);
+    }
+
+    // Header.
+    let first_x = threads.first().map(|t| t.xstate.as_slice()).unwrap_or(&[]);
+    let xcr0 = ptrace::xstate_xcr0(first_x).unwrap_or(0);
+    let release = sys::kernel_release().map_err(|e| DumpError::io(pid, "uname", e))?;
+    let header = Header::new(
+        stasis_image::records::engine::USER,
+        page_size as u32,
+        xcr0,
+        first_x.len() as u32,
+        &release,
+        concat!("stasis ", env!("CARGO_PKG_VERSION")),
+        sys::realtime_ns(),
+    );
+    let mut w = Writer::new(Out { w: out, n: 0 }, &header).map_err(|source| DumpError::Write { pid, offset: 0, source })?;
+    macro_rules! put {
+        ($e:expr) => {{
+            let off = w.offset();
+            $e.map_err(|source| DumpError::Write { pid, offset: off, source })?
+        }};
+    }
+    put!(w.record(kind::PROCESS, &process, &[]));
+    put!(w.record(kind::MM, &mm, &[auxv.as_slice().as_bytes_le().as_slice(), &exe]));
+    let fs = FsRec { umask, cwd_len: cwd.len() as u32, root_len: root.len() as u32, _pad0: 0 };
+    put!(w.record(kind::FS, &fs, &[&cwd, &root]));
+    put!(w.record(kind::RLIMITS, &rlimits, &[]));
+    put!(w.record(kind::SIGACTIONS, &injected.sigactions, &[]));
+    put!(w.record(kind::ITIMERS, &injected.itimers, &[]));
+    for t in &injected.timers {
+        put!(w.record(kind::POSIX_TIMER, t, &[]));
+    }
+    for t in &threads {
+        put!(w.record(kind::THREAD, &t.rec, &[]));
+        let xs = XstateRec {
+            tid: t.rec.tid,
+            size: t.xstate.len() as u32,
+            xstate_bv: ptrace::xstate_bv(&t.xstate).unwrap_or(0),
+            xcr0: ptrace::xstate_xcr0(&t.xstate).unwrap_or(xcr0),
+        };
+        put!(w.record(kind::XSTATE, &xs, &[&t.xstate]));
+        if !t.pending.is_empty() {
+            let sp = SigpendingRec { tid: t.rec.tid, count: t.pending.len() as u32 };
+            put!(w.record(kind::SIGPENDING, &sp, &[t.pending.concat().as_slice()]));
+        }
+    }
+    let sp = SigpendingRec { tid: 0, count: shared_pending.len() as u32 };
+    put!(w.record(kind::SIGPENDING, &sp, &[shared_pending.concat().as_slice()]));
+    for v in &vmas {
+        put!(w.record(kind::VMA, &v.rec, &[&v.path]));
+    }
+    let mem_path = proc::pid_path(pid, "mem");
+    let mem = sys::open(mem_path.as_os_str(), libc::O_RDONLY).ok();
+    let mut reader = memory::PageReader::new(pid, mem.as_ref(), page_size);
+    for v in &vmas {
+        if v.runs.is_empty() {
+            continue;
+        }
+        for batch in reader.plan(&v.runs) {
+            let b = reader.read(&batch, v.readable)?;
+            if !b.runs.is_empty() {
+                put!(w.pages(v.rec.start, &b.runs, b.chunks.iter().copied()));
+            }
+            if let Some(p) = progress {
+                p.advance(b.read);
+            }
+        }
+    }
+    for f in &files.files {
+        put!(w.record(kind::FD_FILE, &f.rec, &[&f.path]));
+        if let Some(data) = &f.data {
+            let rec = FileDataRec { file_id: f.rec.file_id, _pad0: 0, size: data.len() as u64, data_off: 0 };
+            put!(w.data_record(kind::FILE_DATA, &rec, &[], data.len() as u64, [data.as_slice()]));
+        }
+    }
+    for p in &files.pipes {
+        put!(w.record(kind::FD_PIPE, &p.rec, &[&p.path]));
+    }
+    for (id, data) in &files.pipe_data {
+        let rec = PipeDataRec { pipe_id: *id, _pad0: 0, len: data.len() as u64 };
+        put!(w.record(kind::PIPE_DATA, &rec, &[data]));
+    }
+    let page_bytes = w.page_bytes();
+    let off = w.offset();
+    let sink = w.finish().map_err(|source| DumpError::Write { pid, offset: off, source })?;
+    let stats = CheckpointStats {
+        threads: threads.len(),
+        vmas: vmas.len(),
+        page_bytes,
+        image_bytes: sink.n,
+        frozen: Duration::ZERO,
+    };
+    Ok((sink.w, stats))
+}
+
+/// Little-endian bytes of a u64 slice (auxv tail).
+trait LeBytes {
+    fn as_bytes_le(&self) -> Vec<u8>;
+}
+
+impl LeBytes for [u64] {
+    fn as_bytes_le(&self) -> Vec<u8> {
+        self.iter().flat_map(|w| w.to_le_bytes()).collect()
+    }
 }

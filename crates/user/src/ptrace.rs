@@ -1,0 +1,500 @@
+//! ptrace helpers: typed regset access, stops, and system call injection.
+//!
+//! All requests must come from the thread that seized the tracee (ptrace
+//! tracing is per tracer *thread*). The helpers are general: the checkpoint
+//! side uses them to read state, the restart side may use [`Injector`] to run
+//! system calls in a prepared process.
+//!
+//! # Stops
+//! A seized tracee stopped with PTRACE_INTERRUPT sits in an *interrupt stop*
+//! inside the kernel's signal path (`get_signal()`), before the syscall
+//! restart fixup: if it was in a system call, `rax` holds -ERESTART* and
+//! `orig_rax` the syscall number. Resuming it from there runs the fixup on
+//! whatever registers it then has.
+//!
+//! # Injection
+//! [`Injector::session`] starts from such an interrupt stop (or any stop of a
+//! seized tracee that goes back through the signal path: group stop, event
+//! stop), runs system calls by pointing `rip` at a `syscall` instruction and
+//! stepping with PTRACE_SYSCALL to the exit stop, and on
+//! [`Session::finish`] puts the original registers back and brings the thread
+//! into a fresh interrupt stop, so the kernel's own restart handling applies
+//! to the original registers when the thread is finally released.
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)]
+
+use std::io;
+
+use stasis_image::records::UserRegs;
+use zerocopy::{FromBytes, IntoBytes};
+
+use crate::sys::{self, event, opt, req, WaitStatus};
+
+/// Options used by [`seize`] for checkpointing: report clones (so new
+/// threads get traced too), mark syscall stops, refuse on exec.
+pub const SEIZE_OPTIONS: u64 = opt::TRACESYSGOOD | opt::TRACECLONE | opt::TRACEEXEC;
+
+fn ctx(op: &str, tid: i32, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{op}({tid}): {e}"))
+}
+
+/// PTRACE_SEIZE with `options` (no SIGSTOP is injected).
+pub fn seize(tid: i32, options: u64) -> io::Result<()> {
+    // SAFETY: SEIZE takes the options as an integer in `data`.
+    unsafe { sys::ptrace(req::SEIZE, tid, 0, options as usize) }.map(drop)
+}
+
+/// PTRACE_INTERRUPT: bring a seized tracee into an interrupt stop.
+pub fn interrupt(tid: i32) -> io::Result<()> {
+    // SAFETY: integer arguments only.
+    unsafe { sys::ptrace(req::INTERRUPT, tid, 0, 0) }.map(drop)
+}
+
+/// PTRACE_DETACH from a stopped tracee, delivering `sig` (0 for none).
+pub fn detach(tid: i32, sig: i32) -> io::Result<()> {
+    // SAFETY: integer arguments only.
+    unsafe { sys::ptrace(req::DETACH, tid, 0, sig as usize) }.map(drop)
+}
+
+/// PTRACE_CONT with `sig` (0 for none).
+pub fn cont(tid: i32, sig: i32) -> io::Result<()> {
+    // SAFETY: integer arguments only.
+    unsafe { sys::ptrace(req::CONT, tid, 0, sig as usize) }.map(drop)
+}
+
+/// PTRACE_SYSCALL: resume until the next syscall entry or exit stop.
+pub fn syscall(tid: i32, sig: i32) -> io::Result<()> {
+    // SAFETY: integer arguments only.
+    unsafe { sys::ptrace(req::SYSCALL, tid, 0, sig as usize) }.map(drop)
+}
+
+/// PTRACE_GETEVENTMSG (e.g. the new TID at a clone event).
+pub fn event_msg(tid: i32) -> io::Result<u64> {
+    let mut v: libc::c_ulong = 0;
+    // SAFETY: the kernel stores an unsigned long at `data`.
+    unsafe { sys::ptrace(req::GETEVENTMSG, tid, 0, &mut v as *mut libc::c_ulong as usize) }?;
+    Ok(v)
+}
+
+fn getregset(tid: i32, nt: u32, buf: &mut [u8]) -> io::Result<usize> {
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    // SAFETY: the iovec describes `buf`, which we own mutably; the kernel
+    // writes at most iov_len bytes and stores the real length back in it.
+    unsafe { sys::ptrace(req::GETREGSET, tid, nt as usize, &mut iov as *mut libc::iovec as usize) }?;
+    Ok(iov.iov_len)
+}
+
+fn setregset(tid: i32, nt: u32, buf: &[u8]) -> io::Result<()> {
+    let mut iov = libc::iovec { iov_base: buf.as_ptr() as *mut libc::c_void, iov_len: buf.len() };
+    // SAFETY: the iovec describes `buf`; SETREGSET only reads from it.
+    unsafe { sys::ptrace(req::SETREGSET, tid, nt as usize, &mut iov as *mut libc::iovec as usize) }?;
+    Ok(())
+}
+
+/// General registers (NT_PRSTATUS = `struct user_regs_struct`, fs_base and
+/// gs_base included).
+pub fn get_regs(tid: i32) -> io::Result<UserRegs> {
+    let mut r = UserRegs::default();
+    let n = getregset(tid, sys::NT_PRSTATUS, r.as_mut_bytes()).map_err(|e| ctx("GETREGSET(PRSTATUS)", tid, e))?;
+    if n != std::mem::size_of::<UserRegs>() {
+        return Err(io::Error::other(format!("GETREGSET(PRSTATUS) of {tid} returned {n} bytes")));
+    }
+    Ok(r)
+}
+
+/// Set the general registers.
+pub fn set_regs(tid: i32, r: &UserRegs) -> io::Result<()> {
+    setregset(tid, sys::NT_PRSTATUS, r.as_bytes()).map_err(|e| ctx("SETREGSET(PRSTATUS)", tid, e))
+}
+
+/// Largest XSAVE area we accept (AMX tiles make it ~11 KiB today).
+pub const XSTATE_MAX: usize = 64 * 1024;
+
+/// The thread's XSAVE area (NT_X86_XSTATE: standard format, XCR0 in the
+/// first 8 bytes of sw_reserved at offset 464, XSTATE_BV at offset 512).
+pub fn get_xstate(tid: i32) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; XSTATE_MAX];
+    let n = getregset(tid, sys::NT_X86_XSTATE, &mut buf).map_err(|e| ctx("GETREGSET(X86_XSTATE)", tid, e))?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// Set the XSAVE area.
+pub fn set_xstate(tid: i32, area: &[u8]) -> io::Result<()> {
+    setregset(tid, sys::NT_X86_XSTATE, area).map_err(|e| ctx("SETREGSET(X86_XSTATE)", tid, e))
+}
+
+/// XCR0 recorded by the kernel in an NT_X86_XSTATE area (sw_reserved[0..8]).
+pub fn xstate_xcr0(area: &[u8]) -> Option<u64> {
+    area.get(464..472).and_then(|b| u64::read_from_bytes(b).ok())
+}
+
+/// XSTATE_BV of an XSAVE area (first word of the XSAVE header).
+pub fn xstate_bv(area: &[u8]) -> Option<u64> {
+    area.get(512..520).and_then(|b| u64::read_from_bytes(b).ok())
+}
+
+/// Blocked signal mask (bit n-1 = signal n).
+pub fn get_sigmask(tid: i32) -> io::Result<u64> {
+    let mut m: u64 = 0;
+    // SAFETY: addr = sizeof(sigset) = 8, data points to a local u64.
+    unsafe { sys::ptrace(req::GETSIGMASK, tid, 8, &mut m as *mut u64 as usize) }
+        .map_err(|e| ctx("GETSIGMASK", tid, e))?;
+    Ok(m)
+}
+
+/// Set the blocked signal mask. Note: the kernel also drops a pending
+/// "restore the saved sigmask" (set by sigsuspend/ppoll/pselect/epoll_pwait
+/// while they run), so avoid this on threads inside those calls.
+pub fn set_sigmask(tid: i32, mask: u64) -> io::Result<()> {
+    // SAFETY: addr = 8, data points to a local u64 that is only read.
+    unsafe { sys::ptrace(req::SETSIGMASK, tid, 8, &mask as *const u64 as usize) }
+        .map_err(|e| ctx("SETSIGMASK", tid, e))?;
+    Ok(())
+}
+
+/// siginfo of the current signal-delivery stop.
+pub fn get_siginfo(tid: i32) -> io::Result<[u8; 128]> {
+    let mut si = [0u8; 128];
+    // SAFETY: the kernel writes a 128-byte siginfo at `data`.
+    unsafe { sys::ptrace(req::GETSIGINFO, tid, 0, si.as_mut_ptr() as usize) }
+        .map_err(|e| ctx("GETSIGINFO", tid, e))?;
+    Ok(si)
+}
+
+#[repr(C)]
+struct PeekArgs {
+    off: u64,
+    flags: u32,
+    nr: i32,
+}
+
+/// Queued signals, without dequeuing them: the thread's private queue, or
+/// with `shared` the process-wide one. Each entry is a raw 128-byte siginfo.
+pub fn peek_siginfo(tid: i32, shared: bool) -> io::Result<Vec<[u8; 128]>> {
+    let mut out: Vec<[u8; 128]> = Vec::new();
+    let mut buf = vec![[0u8; 128]; 32];
+    loop {
+        let args = PeekArgs {
+            off: out.len() as u64,
+            flags: if shared { sys::PEEKSIGINFO_SHARED } else { 0 },
+            nr: buf.len() as i32,
+        };
+        // SAFETY: addr points to the args struct, data to room for `nr`
+        // siginfos of 128 bytes each.
+        let n = unsafe {
+            sys::ptrace(req::PEEKSIGINFO, tid, &args as *const PeekArgs as usize, buf.as_mut_ptr() as usize)
+        }
+        .map_err(|e| ctx("PEEKSIGINFO", tid, e))?;
+        if n <= 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..(n as usize).min(buf.len())]);
+        if out.len() > 1 << 20 {
+            return Err(io::Error::other(format!("PEEKSIGINFO({tid}): queue does not end")));
+        }
+    }
+    Ok(out)
+}
+
+/// rseq registration of a thread.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RseqConfig {
+    pub addr: u64,
+    pub len: u32,
+    pub sig: u32,
+    pub flags: u32,
+}
+
+/// PTRACE_GET_RSEQ_CONFIGURATION. `Ok(None)` when the kernel lacks it.
+pub fn get_rseq(tid: i32) -> io::Result<Option<RseqConfig>> {
+    let mut raw = [0u8; 24];
+    // SAFETY: addr = size of our buffer, data = the buffer; the kernel copies
+    // at most that many bytes.
+    let r = unsafe { sys::ptrace(req::GET_RSEQ_CONFIGURATION, tid, raw.len(), raw.as_mut_ptr() as usize) };
+    match r {
+        Ok(_) => {
+            let w = |i: usize| u32::from_le_bytes([raw[i], raw[i + 1], raw[i + 2], raw[i + 3]]);
+            Ok(Some(RseqConfig {
+                addr: u64::from_le_bytes([raw[0], raw[1], raw[2], raw[3], raw[4], raw[5], raw[6], raw[7]]),
+                len: w(8),
+                sig: w(12),
+                flags: w(16),
+            }))
+        }
+        Err(e) if e.raw_os_error() == Some(libc::EIO) || e.raw_os_error() == Some(libc::EINVAL) => Ok(None),
+        Err(e) => Err(ctx("GET_RSEQ_CONFIGURATION", tid, e)),
+    }
+}
+
+/// Wait for the next state change of `tid` (waitpid __WALL).
+pub fn wait(tid: i32) -> io::Result<WaitStatus> {
+    match sys::waitpid(tid, 0)? {
+        Some((_, st)) => Ok(st),
+        None => Err(io::Error::other(format!("waitpid({tid}) returned nothing"))),
+    }
+}
+
+/// True for a stop that is an interrupt/group stop (PTRACE_EVENT_STOP).
+pub fn is_event_stop(st: WaitStatus) -> bool {
+    matches!(st, WaitStatus::Stopped { event: event::STOP, .. })
+}
+
+/// If a thread's registers were taken inside a system call, return them as
+/// the thread would have them after the kernel's restart fixup, and whether
+/// a fixup was applied:
+/// - rax = -ERESTARTSYS / -ERESTARTNOINTR / -ERESTARTNOHAND: rax = orig_rax,
+///   rip -= 2 (the call runs again; -ERESTARTNOHAND only restarts when no
+///   handler runs, which is the case at a plain restart);
+/// - rax = -ERESTART_RESTARTBLOCK: the restart block does not survive a
+///   restart, so the honest outcome is EINTR: rax = -EINTR;
+/// and in all cases where orig_rax >= 0, orig_rax = -1 so nothing restarts twice.
+pub fn syscall_restart_fixup(r: &UserRegs) -> (UserRegs, bool) {
+    let mut f = *r;
+    let mut fixed = false;
+    if (r.orig_rax as i64) >= 0 {
+        match -(r.rax as i64) {
+            sys::ERESTARTSYS | sys::ERESTARTNOINTR | sys::ERESTARTNOHAND => {
+                f.rax = r.orig_rax;
+                f.rip = r.rip.wrapping_sub(2);
+                fixed = true;
+            }
+            sys::ERESTART_RESTARTBLOCK => {
+                f.rax = (-(libc::EINTR as i64)) as u64;
+                fixed = true;
+            }
+            _ => {}
+        }
+        f.orig_rax = u64::MAX;
+    }
+    (f, fixed)
+}
+
+/// Syscalls that temporarily replace the signal mask and restore it on
+/// return (TIF_RESTORE_SIGMASK): PTRACE_SETSIGMASK would lose the saved mask.
+pub fn swaps_sigmask(orig_rax: u64) -> bool {
+    matches!(
+        orig_rax as i64,
+        sys::nr::RT_SIGSUSPEND | sys::nr::PSELECT6 | sys::nr::PPOLL | sys::nr::EPOLL_PWAIT | sys::nr::EPOLL_PWAIT2
+            | sys::nr::IO_PGETEVENTS
+    )
+}
+
+/// Find the address of a `syscall` instruction (0f 05) in the target's vDSO
+/// text, given the vDSO range.
+pub fn find_syscall_insn(pid: i32, vdso_start: u64, vdso_end: u64) -> io::Result<u64> {
+    let len = (vdso_end.saturating_sub(vdso_start)) as usize;
+    if len == 0 || len > 1 << 20 {
+        return Err(io::Error::other(format!("vDSO of {pid} has a bad size {len}")));
+    }
+    let mut buf = vec![0u8; len];
+    let n = sys::vm_read(pid, &mut buf, &[(vdso_start, len)])
+        .map_err(|e| io::Error::new(e.kind(), format!("reading the vDSO of {pid}: {e}")))?;
+    buf.truncate(n);
+    buf.windows(2)
+        .position(|w| w == [0x0f, 0x05])
+        .map(|i| vdso_start + i as u64)
+        .ok_or_else(|| io::Error::other(format!("no syscall instruction in the vDSO of {pid}")))
+}
+
+/// Errors of an injected system call.
+#[derive(Debug, thiserror::Error)]
+pub enum InjectError {
+    #[error("ptrace on thread {tid} during injection ({step}): {source}")]
+    Ptrace { tid: i32, step: &'static str, source: io::Error },
+    #[error("thread {tid} exited during an injected system call ({status:?})")]
+    Exited { tid: i32, status: WaitStatus },
+    #[error("thread {tid}: unexpected stop {status:?} during an injected system call")]
+    Unexpected { tid: i32, status: WaitStatus },
+    #[error("thread {tid}: scratch memory at {addr:#x} not accessible: {source}")]
+    Scratch { tid: i32, addr: u64, source: io::Error },
+}
+
+fn pt(tid: i32, step: &'static str) -> impl FnOnce(io::Error) -> InjectError {
+    move |source| InjectError::Ptrace { tid, step, source }
+}
+
+/// Runs system calls inside a stopped tracee.
+#[derive(Clone, Copy, Debug)]
+pub struct Injector {
+    /// Target process (for process_vm_readv/writev).
+    pub pid: i32,
+    /// Address of a `syscall` instruction in the target (see [`find_syscall_insn`]).
+    pub syscall_insn: u64,
+}
+
+/// An injection session on one thread (see the module doc). Created by
+/// [`Injector::session`]; call [`Session::finish`] to put the thread back.
+/// If dropped without `finish`, it restores the registers best effort.
+pub struct Session {
+    inj: Injector,
+    tid: i32,
+    orig: UserRegs,
+    orig_mask: Option<u64>,
+    /// Signals that arrived during the session and were held back.
+    held: Vec<i32>,
+    done: bool,
+}
+
+impl Injector {
+    /// Start a session on `tid`, which must be in a ptrace stop from which
+    /// it goes back through the signal path (interrupt stop or group stop).
+    /// Blocks every signal in the thread for the session's duration unless it
+    /// sits in a call that swaps the signal mask (see [`swaps_sigmask`]).
+    pub fn session(&self, tid: i32) -> Result<Session, InjectError> {
+        let orig = get_regs(tid).map_err(pt(tid, "get registers"))?;
+        let mut orig_mask = None;
+        if !swaps_sigmask(orig.orig_rax) {
+            let m = get_sigmask(tid).map_err(pt(tid, "get sigmask"))?;
+            set_sigmask(tid, !0u64).map_err(pt(tid, "block signals"))?;
+            orig_mask = Some(m);
+        }
+        Ok(Session { inj: *self, tid, orig, orig_mask, held: Vec::new(), done: false })
+    }
+}
+
+impl Session {
+    /// The thread's registers as they were when the session started.
+    pub fn original_regs(&self) -> &UserRegs {
+        &self.orig
+    }
+
+    /// Resume with PTRACE_SYSCALL until a syscall stop; signal stops on the
+    /// way are held back (re-sent at `finish`), group stops are resumed.
+    fn step_to_syscall_stop(&mut self) -> Result<(), InjectError> {
+        let tid = self.tid;
+        syscall(tid, 0).map_err(pt(tid, "PTRACE_SYSCALL"))?;
+        loop {
+            let st = wait(tid).map_err(pt(tid, "waitpid"))?;
+            match st {
+                WaitStatus::Stopped { sig, event: 0 } if sig == (libc::SIGTRAP | 0x80) => return Ok(()),
+                WaitStatus::Stopped { event: event::STOP, .. } => {
+                    // Group stop or a late interrupt: go on.
+                    syscall(tid, 0).map_err(pt(tid, "PTRACE_SYSCALL"))?;
+                }
+                WaitStatus::Stopped { sig, event: 0 } => {
+                    // Signal-delivery stop: hold it, re-send it at finish.
+                    self.held.push(sig);
+                    syscall(tid, 0).map_err(pt(tid, "PTRACE_SYSCALL"))?;
+                }
+                WaitStatus::Exited(_) | WaitStatus::Signaled(_) => {
+                    self.done = true;
+                    return Err(InjectError::Exited { tid, status: st });
+                }
+                _ => return Err(InjectError::Unexpected { tid, status: st }),
+            }
+        }
+    }
+
+    /// Run `nr(args...)` in the thread; returns the raw return value
+    /// (negative errno on failure).
+    pub fn syscall(&mut self, nr: i64, args: [u64; 6]) -> Result<i64, InjectError> {
+        let tid = self.tid;
+        let mut r = self.orig;
+        r.rip = self.inj.syscall_insn;
+        r.rax = nr as u64;
+        r.orig_rax = u64::MAX; // no restart fixup on the way out of the stop
+        r.rdi = args[0];
+        r.rsi = args[1];
+        r.rdx = args[2];
+        r.r10 = args[3];
+        r.r8 = args[4];
+        r.r9 = args[5];
+        set_regs(tid, &r).map_err(pt(tid, "set registers"))?;
+        self.step_to_syscall_stop()?; // entry
+        let at = get_regs(tid).map_err(pt(tid, "get registers at entry"))?;
+        if at.orig_rax != nr as u64 {
+            return Err(InjectError::Unexpected { tid, status: WaitStatus::Stopped { sig: libc::SIGTRAP | 0x80, event: 0 } });
+        }
+        self.step_to_syscall_stop()?; // exit
+        let out = get_regs(tid).map_err(pt(tid, "get registers at exit"))?;
+        Ok(out.rax as i64)
+    }
+
+    /// Scratch area below the red zone of the thread's stack, 16-aligned.
+    pub fn scratch_addr(&self, len: usize) -> u64 {
+        (self.orig.rsp.wrapping_sub(128).wrapping_sub(len as u64)) & !15
+    }
+
+    /// Run `nr` with a scratch buffer of `len` bytes (initialised from
+    /// `input`, zero padded) below the thread's red zone; `make_args` gets
+    /// the scratch address. Returns the result and the scratch bytes after
+    /// the call. The stack bytes are put back afterwards.
+    pub fn syscall_scratch(
+        &mut self,
+        nr: i64,
+        len: usize,
+        input: &[u8],
+        make_args: impl FnOnce(u64) -> [u64; 6],
+    ) -> Result<(i64, Vec<u8>), InjectError> {
+        let tid = self.tid;
+        let pid = self.inj.pid;
+        let len = len.max(input.len()).max(8);
+        let addr = self.scratch_addr(len);
+        let mut saved = vec![0u8; len];
+        let scratch_err = |source| InjectError::Scratch { tid, addr, source };
+        let n = sys::vm_read(pid, &mut saved, &[(addr, len)]).map_err(scratch_err)?;
+        if n != len {
+            return Err(InjectError::Scratch { tid, addr, source: io::Error::other("short read") });
+        }
+        let mut init = vec![0u8; len];
+        init[..input.len()].copy_from_slice(input);
+        sys::vm_write(pid, addr, &init).map_err(|source| InjectError::Scratch { tid, addr, source })?;
+        let res = self.syscall(nr, make_args(addr));
+        let mut out = vec![0u8; len];
+        let rd = sys::vm_read(pid, &mut out, &[(addr, len)]);
+        let wr = sys::vm_write(pid, addr, &saved);
+        let ret = res?;
+        rd.map_err(|source| InjectError::Scratch { tid, addr, source })?;
+        wr.map_err(|source| InjectError::Scratch { tid, addr, source })?;
+        Ok((ret, out))
+    }
+
+    /// Put the original registers back, bring the thread into a new
+    /// interrupt stop, restore its signal mask and re-send held signals.
+    pub fn finish(mut self) -> Result<(), InjectError> {
+        self.done = true;
+        self.restore()
+    }
+
+    fn restore(&mut self) -> Result<(), InjectError> {
+        let tid = self.tid;
+        set_regs(tid, &self.orig).map_err(pt(tid, "restore registers"))?;
+        interrupt(tid).map_err(pt(tid, "PTRACE_INTERRUPT"))?;
+        cont(tid, 0).map_err(pt(tid, "PTRACE_CONT"))?;
+        loop {
+            let st = wait(tid).map_err(pt(tid, "waitpid"))?;
+            match st {
+                WaitStatus::Stopped { event: event::STOP, .. } => break,
+                WaitStatus::Stopped { sig, event: 0 } => {
+                    // A signal got through (unblockable or mask-swapping
+                    // call): hold it and go on to the interrupt stop.
+                    self.held.push(sig);
+                    interrupt(tid).map_err(pt(tid, "PTRACE_INTERRUPT"))?;
+                    cont(tid, 0).map_err(pt(tid, "PTRACE_CONT"))?;
+                }
+                WaitStatus::Stopped { .. } => {
+                    interrupt(tid).map_err(pt(tid, "PTRACE_INTERRUPT"))?;
+                    cont(tid, 0).map_err(pt(tid, "PTRACE_CONT"))?;
+                }
+                _ => return Err(InjectError::Exited { tid, status: st }),
+            }
+        }
+        if let Some(m) = self.orig_mask {
+            set_sigmask(tid, m).map_err(pt(tid, "restore sigmask"))?;
+        }
+        for sig in std::mem::take(&mut self.held) {
+            // Best effort: the original siginfo is lost, the signal is not.
+            let _ = sys::tgkill(self.inj.pid, tid, sig);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if !self.done {
+            self.done = true;
+            let _ = self.restore();
+        }
+    }
+}
