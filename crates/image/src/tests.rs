@@ -1937,3 +1937,331 @@ proptest! {
         prop_assert!(Image::parse(&b).is_err());
     }
 }
+
+/// (struct, field, offset, size) of every field of every record struct.
+fn layout_table() -> Vec<(&'static str, &'static str, usize, usize)> {
+    macro_rules! f {
+        ($s:ident, $f:ident) => {
+            (
+                stringify!($s),
+                stringify!($f),
+                offset_of!($s, $f),
+                size_of_val(&<$s as zerocopy::FromZeros>::new_zeroed().$f),
+            )
+        };
+    }
+    vec![
+        f!(Header, magic),
+        f!(Header, version),
+        f!(Header, header_len),
+        f!(Header, arch),
+        f!(Header, page_size),
+        f!(Header, xcr0),
+        f!(Header, xsave_size),
+        f!(Header, engine),
+        f!(Header, created_ns),
+        f!(Header, flags),
+        f!(Header, kernel_release),
+        f!(Header, writer),
+        f!(Header, header_sum),
+        f!(ProcessRec, pid),
+        f!(ProcessRec, ppid),
+        f!(ProcessRec, pgid),
+        f!(ProcessRec, sid),
+        f!(ProcessRec, uid),
+        f!(ProcessRec, euid),
+        f!(ProcessRec, suid),
+        f!(ProcessRec, fsuid),
+        f!(ProcessRec, gid),
+        f!(ProcessRec, egid),
+        f!(ProcessRec, sgid),
+        f!(ProcessRec, fsgid),
+        f!(ProcessRec, personality),
+        f!(ProcessRec, nr_threads),
+        f!(ProcessRec, comm),
+        f!(ProcessRec, dumpable),
+        f!(ProcessRec, exit_signal),
+        f!(ProcessRec, cap_effective),
+        f!(ProcessRec, cap_permitted),
+        f!(ProcessRec, cap_inheritable),
+        f!(ProcessRec, nice),
+        f!(ProcessRec, _pad0),
+        f!(MmRec, start_code),
+        f!(MmRec, end_code),
+        f!(MmRec, start_data),
+        f!(MmRec, end_data),
+        f!(MmRec, start_brk),
+        f!(MmRec, brk),
+        f!(MmRec, start_stack),
+        f!(MmRec, arg_start),
+        f!(MmRec, arg_end),
+        f!(MmRec, env_start),
+        f!(MmRec, env_end),
+        f!(MmRec, vdso),
+        f!(MmRec, auxv_words),
+        f!(MmRec, exe_len),
+        f!(VmaRec, start),
+        f!(VmaRec, end),
+        f!(VmaRec, offset),
+        f!(VmaRec, prot),
+        f!(VmaRec, flags),
+        f!(VmaRec, kind),
+        f!(VmaRec, path_len),
+        f!(VmaRec, dev),
+        f!(VmaRec, ino),
+        f!(VmaRec, shm_id),
+        f!(PagesRec, vma_start),
+        f!(PagesRec, nr_runs),
+        f!(PagesRec, _pad0),
+        f!(PagesRec, nr_pages),
+        f!(PagesRec, data_off),
+        f!(PageRun, addr),
+        f!(PageRun, nr_pages),
+        f!(UserRegs, r15),
+        f!(UserRegs, r14),
+        f!(UserRegs, r13),
+        f!(UserRegs, r12),
+        f!(UserRegs, rbp),
+        f!(UserRegs, rbx),
+        f!(UserRegs, r11),
+        f!(UserRegs, r10),
+        f!(UserRegs, r9),
+        f!(UserRegs, r8),
+        f!(UserRegs, rax),
+        f!(UserRegs, rcx),
+        f!(UserRegs, rdx),
+        f!(UserRegs, rsi),
+        f!(UserRegs, rdi),
+        f!(UserRegs, orig_rax),
+        f!(UserRegs, rip),
+        f!(UserRegs, cs),
+        f!(UserRegs, eflags),
+        f!(UserRegs, rsp),
+        f!(UserRegs, ss),
+        f!(UserRegs, fs_base),
+        f!(UserRegs, gs_base),
+        f!(UserRegs, ds),
+        f!(UserRegs, es),
+        f!(UserRegs, fs),
+        f!(UserRegs, gs),
+        f!(ThreadRec, tid),
+        f!(ThreadRec, flags),
+        f!(ThreadRec, regs),
+        f!(ThreadRec, sigmask),
+        f!(ThreadRec, altstack_sp),
+        f!(ThreadRec, altstack_size),
+        f!(ThreadRec, altstack_flags),
+        f!(ThreadRec, _pad0),
+        f!(ThreadRec, clear_child_tid),
+        f!(ThreadRec, robust_list),
+        f!(ThreadRec, robust_list_len),
+        f!(ThreadRec, rseq_addr),
+        f!(ThreadRec, rseq_len),
+        f!(ThreadRec, rseq_sig),
+        f!(ThreadRec, comm),
+        f!(XstateRec, tid),
+        f!(XstateRec, size),
+        f!(XstateRec, xstate_bv),
+        f!(XstateRec, xcr0),
+        f!(Sigaction, handler),
+        f!(Sigaction, flags),
+        f!(Sigaction, restorer),
+        f!(Sigaction, mask),
+        f!(SigactionsRec, actions),
+        f!(SigpendingRec, tid),
+        f!(SigpendingRec, count),
+        f!(Siginfo, bytes),
+        f!(Rlimit, cur),
+        f!(Rlimit, max),
+        f!(RlimitsRec, limits),
+        f!(FsRec, umask),
+        f!(FsRec, cwd_len),
+        f!(FsRec, root_len),
+        f!(FsRec, _pad0),
+        f!(TimerVal, interval_ns),
+        f!(TimerVal, value_ns),
+        f!(ItimersRec, real),
+        f!(ItimersRec, virt),
+        f!(ItimersRec, prof),
+        f!(PosixTimerRec, id),
+        f!(PosixTimerRec, clock_id),
+        f!(PosixTimerRec, sigev_notify),
+        f!(PosixTimerRec, sigev_signo),
+        f!(PosixTimerRec, sigev_value),
+        f!(PosixTimerRec, notify_tid),
+        f!(PosixTimerRec, overrun),
+        f!(PosixTimerRec, timer),
+        f!(EndRec, nr_records),
+        f!(EndRec, page_bytes),
+        f!(FdFileRec, fd),
+        f!(FdFileRec, fd_flags),
+        f!(FdFileRec, open_flags),
+        f!(FdFileRec, kind),
+        f!(FdFileRec, file_id),
+        f!(FdFileRec, file_flags),
+        f!(FdFileRec, pos),
+        f!(FdFileRec, size),
+        f!(FdFileRec, mode),
+        f!(FdFileRec, path_len),
+        f!(FdFileRec, dev),
+        f!(FdFileRec, ino),
+        f!(FdFileRec, rdev),
+        f!(FileDataRec, file_id),
+        f!(FileDataRec, _pad0),
+        f!(FileDataRec, size),
+        f!(FileDataRec, data_off),
+        f!(FdPipeRec, fd),
+        f!(FdPipeRec, fd_flags),
+        f!(FdPipeRec, open_flags),
+        f!(FdPipeRec, pipe_id),
+        f!(FdPipeRec, file_id),
+        f!(FdPipeRec, fifo),
+        f!(FdPipeRec, capacity),
+        f!(FdPipeRec, path_len),
+        f!(FdPipeRec, ino),
+        f!(PipeDataRec, pipe_id),
+        f!(PipeDataRec, _pad0),
+        f!(PipeDataRec, len),
+        f!(SocketRec, fd),
+        f!(SocketRec, fd_flags),
+        f!(SocketRec, open_flags),
+        f!(SocketRec, file_id),
+        f!(SocketRec, family),
+        f!(SocketRec, sock_type),
+        f!(SocketRec, protocol),
+        f!(SocketRec, state),
+        f!(SocketRec, backlog),
+        f!(SocketRec, local_len),
+        f!(SocketRec, peer_len),
+        f!(SocketRec, _pad0),
+        f!(SocketRec, local),
+        f!(SocketRec, peer),
+        f!(EventfdRec, fd),
+        f!(EventfdRec, fd_flags),
+        f!(EventfdRec, open_flags),
+        f!(EventfdRec, file_id),
+        f!(EventfdRec, count),
+        f!(EventfdRec, efd_flags),
+        f!(EventfdRec, _pad0),
+        f!(TimerfdRec, fd),
+        f!(TimerfdRec, fd_flags),
+        f!(TimerfdRec, open_flags),
+        f!(TimerfdRec, file_id),
+        f!(TimerfdRec, clock_id),
+        f!(TimerfdRec, settime_flags),
+        f!(TimerfdRec, timer),
+        f!(TimerfdRec, ticks),
+        f!(SignalfdRec, fd),
+        f!(SignalfdRec, fd_flags),
+        f!(SignalfdRec, open_flags),
+        f!(SignalfdRec, file_id),
+        f!(SignalfdRec, mask),
+        f!(EpollRec, fd),
+        f!(EpollRec, fd_flags),
+        f!(EpollRec, open_flags),
+        f!(EpollRec, file_id),
+        f!(EpollRec, count),
+        f!(EpollRec, _pad0),
+        f!(EpollTarget, tfd),
+        f!(EpollTarget, events),
+        f!(EpollTarget, data),
+        f!(SysvShmRec, key),
+        f!(SysvShmRec, shmid),
+        f!(SysvShmRec, mode),
+        f!(SysvShmRec, _pad0),
+        f!(SysvShmRec, size),
+        f!(SysvShmRec, data_off),
+        f!(TaskTreeRec, count),
+        f!(TaskTreeRec, _pad0),
+        f!(TreeEntry, pid),
+        f!(TreeEntry, ppid),
+        f!(TreeEntry, pgid),
+        f!(TreeEntry, sid),
+    ]
+}
+
+/// (struct, size) of every struct documented in docs/FORMAT.md.
+fn struct_sizes() -> Vec<(&'static str, usize)> {
+    vec![
+        ("Header", size_of::<Header>()),
+        ("ProcessRec", size_of::<ProcessRec>()),
+        ("MmRec", size_of::<MmRec>()),
+        ("VmaRec", size_of::<VmaRec>()),
+        ("PagesRec", size_of::<PagesRec>()),
+        ("PageRun", size_of::<PageRun>()),
+        ("UserRegs", size_of::<UserRegs>()),
+        ("ThreadRec", size_of::<ThreadRec>()),
+        ("XstateRec", size_of::<XstateRec>()),
+        ("Sigaction", size_of::<Sigaction>()),
+        ("SigactionsRec", size_of::<SigactionsRec>()),
+        ("SigpendingRec", size_of::<SigpendingRec>()),
+        ("Siginfo", size_of::<Siginfo>()),
+        ("Rlimit", size_of::<Rlimit>()),
+        ("RlimitsRec", size_of::<RlimitsRec>()),
+        ("FsRec", size_of::<FsRec>()),
+        ("TimerVal", size_of::<TimerVal>()),
+        ("ItimersRec", size_of::<ItimersRec>()),
+        ("PosixTimerRec", size_of::<PosixTimerRec>()),
+        ("EndRec", size_of::<EndRec>()),
+        ("FdFileRec", size_of::<FdFileRec>()),
+        ("FileDataRec", size_of::<FileDataRec>()),
+        ("FdPipeRec", size_of::<FdPipeRec>()),
+        ("PipeDataRec", size_of::<PipeDataRec>()),
+        ("SocketRec", size_of::<SocketRec>()),
+        ("EventfdRec", size_of::<EventfdRec>()),
+        ("TimerfdRec", size_of::<TimerfdRec>()),
+        ("SignalfdRec", size_of::<SignalfdRec>()),
+        ("EpollRec", size_of::<EpollRec>()),
+        ("EpollTarget", size_of::<EpollTarget>()),
+        ("SysvShmRec", size_of::<SysvShmRec>()),
+        ("TaskTreeRec", size_of::<TaskTreeRec>()),
+        ("TreeEntry", size_of::<TreeEntry>()),
+    ]
+}
+
+/// Every layout table of docs/FORMAT.md matches the Rust structs, row for
+/// row, and every field of every struct is documented.
+#[test]
+fn format_md_tables_match_structs() {
+    let doc = include_str!("../../../docs/FORMAT.md");
+    let mut cur: Option<&str> = None;
+    let mut rows: Vec<(&str, &str, usize, usize)> = Vec::new();
+    let mut sizes: Vec<(&str, usize)> = Vec::new();
+    for line in doc.lines() {
+        if let Some(n) = line.strip_prefix("#### ") {
+            cur = Some(n.trim());
+            continue;
+        }
+        let Some(s) = cur else { continue };
+        if let Some(rest) = line.strip_prefix("Size: ") {
+            let n = rest.trim_end_matches(" bytes.").parse::<usize>().unwrap();
+            sizes.push((s, n));
+            continue;
+        }
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        if cells.len() >= 5 {
+            if let (Ok(off), Ok(size)) = (cells[1].parse::<usize>(), cells[2].parse::<usize>()) {
+                rows.push((s, cells[3].trim_matches('`'), off, size));
+            }
+        }
+    }
+    let table = layout_table();
+    for e in &table {
+        assert!(rows.contains(e), "FORMAT.md lacks or misstates {e:?}");
+    }
+    for r in &rows {
+        assert!(
+            table.contains(r),
+            "FORMAT.md row does not match the code: {r:?}"
+        );
+    }
+    let want = struct_sizes();
+    for w in &want {
+        assert!(
+            sizes.contains(w),
+            "FORMAT.md size of {} wrong or missing",
+            w.0
+        );
+    }
+    assert_eq!(sizes.len(), want.len());
+}
