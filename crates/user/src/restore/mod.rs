@@ -1,5 +1,40 @@
-//! Restart through a restorer blob. (Being written.)
+//! Restart through a restorer blob.
+//!
+//! 1. [`plan::prepare`] maps and parses the image, validates it against this
+//!    machine (arch, page size, XSAVE features, vDSO, free PIDs, limits,
+//!    credentials) and prepares everything: the fd plan and a *restorer area*
+//!    (blob + argument block + sigframes + stacks) in a hole free in both our
+//!    layout and the image's.
+//! 2. clone3 with `set_tid = [pid]` forks the future process ([`child`]), which
+//!    restores files, session, fs context, signal dispositions and limits,
+//!    then jumps to the restorer (crates/restorer).
+//! 3. The restorer replaces the address space, creates the threads with their
+//!    TIDs and brings each back through rt_sigreturn.
+//! 4. We wait for its READY message on the status pipe (or an error from any
+//!    stage before that) and then for its exit.
+//!
+//! Known gap: the restorer area (code, frames, stacks; a few pages) stays
+//! mapped in the restored process (visible in /proc/PID/maps).
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
+
+#[path = "../../../restorer/src/abi.rs"]
+pub(crate) mod abi;
+mod child;
+mod cpu;
+mod maps;
+mod plan;
+mod sigframe;
+
+mod blob {
+    #![allow(dead_code)]
+    include!(concat!(env!("OUT_DIR"), "/restorer.rs"));
+    /// The restorer blob (flat, position independent, relocation free).
+    pub static BLOB: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/restorer.bin"));
+}
+
+use abi::{StatusMsg, STATUS_ERROR, STATUS_EXIT, STATUS_READY};
+use stasis_image::{Extension, ParseOptions, ProcessImage};
 
 /// Options of a restart.
 #[derive(Default)]
@@ -25,9 +60,326 @@ pub enum RestartOutcome {
 pub enum RestoreError {
     #[error("the user engine's restart is not implemented yet")]
     NotImplemented,
+    #[error("opening image {path}: {source}")]
+    Open { path: String, source: std::io::Error },
+    #[error("bad image: {0}")]
+    Image(#[from] stasis_image::ImageError),
+    #[error("image is for architecture id {arch}, this machine is x86_64")]
+    Arch { arch: u32 },
+    #[error("image page size {image} differs from this machine's {ours}")]
+    PageSize { image: u32, ours: u64 },
+    #[error("this CPU lacks XSAVE features thread {tid} uses: {names} (missing mask {missing:#x}, this CPU's XCR0 {ours:#x})")]
+    MissingCpuFeatures { tid: u32, missing: u64, names: String, ours: u64 },
+    #[error("{what} size differs: image {image:#x} bytes, this kernel {ours:#x} (image from another kernel?)")]
+    VdsoMismatch { what: &'static str, image: u64, ours: u64 },
+    #[error("PID {pid} is in use (restart with --pidns to use a new PID namespace)")]
+    PidInUse { pid: i32 },
+    #[error("restarting with a given PID needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN ({what})")]
+    NoPermission { what: String },
+    #[error("the image's uid {image_uid} differs from ours ({our_uid}) and we are not root: credentials are never raised")]
+    Credentials { image_uid: u32, our_uid: u32 },
+    #[error("rlimit {resource}: the image's hard limit {image:#x} is above ours {ours:#x} (never raised)")]
+    RlimitTooHigh { resource: u32, image: u64, ours: u64 },
+    #[error("{what}: file {path} is missing")]
+    MissingFile { what: String, path: String },
+    #[error("not supported by the user engine: {0}")]
+    Unsupported(String),
+    #[error("no free hole of {size:#x} bytes for the restorer in both layouts")]
+    NoHole { size: u64 },
+    #[error("{what}: {source}")]
+    Sys { what: String, source: std::io::Error },
+    #[error("restart failed while {stage}: {detail} ({errno_text})")]
+    Child { stage: &'static str, detail: String, errno: i32, errno_text: String },
+    #[error("the restarting process died before running: {status}")]
+    ChildDied { status: String },
+}
+
+impl RestoreError {
+    pub(crate) fn sys(what: &str, source: std::io::Error) -> RestoreError {
+        RestoreError::Sys { what: what.to_string(), source }
+    }
+}
+
+/// Read-only mapping of the image file.
+struct ImageMap {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+impl ImageMap {
+    fn new(f: &std::fs::File) -> std::io::Result<ImageMap> {
+        let len = f.metadata()?.len() as usize;
+        if len == 0 {
+            return Ok(ImageMap { ptr: std::ptr::null_mut(), len: 0 });
+        }
+        // SAFETY: a private read-only mapping of a file we opened.
+        let ptr = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_PRIVATE, f.as_raw_fd(), 0) };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(ImageMap { ptr, len })
+    }
+    fn bytes(&self) -> &[u8] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: the mapping is len bytes, readable, alive as long as self.
+        unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
+    }
+}
+
+impl Drop for ImageMap {
+    fn drop(&mut self) {
+        if self.len != 0 {
+            // SAFETY: our own mapping.
+            unsafe { libc::munmap(self.ptr, self.len) };
+        }
+    }
+}
+
+fn errno_text(e: i32) -> String {
+    if e == 0 {
+        "no errno".into()
+    } else {
+        std::io::Error::from_raw_os_error(e).to_string()
+    }
+}
+
+fn msg_error(m: &StatusMsg) -> RestoreError {
+    let text_end = m.text.iter().position(|&c| c == 0).unwrap_or(m.text.len());
+    let text = String::from_utf8_lossy(&m.text[..text_end]).into_owned();
+    if m.stage == abi::stage::CLONE_THREAD && m.errno == libc::EEXIST {
+        return RestoreError::PidInUse { pid: m.arg as i32 };
+    }
+    if m.stage == child::cstage::CLONE && m.errno == libc::EEXIST {
+        return RestoreError::PidInUse { pid: m.arg as i32 };
+    }
+    let (stage, detail) = if m.stage >= 100 {
+        let detail = match m.stage {
+            abi::stage::MAP_VMA | abi::stage::PROTECT | abi::stage::MADVISE | abi::stage::MLOCK => {
+                format!("VMA {:#x}-{:#x}", m.arg, m.arg2)
+            }
+            abi::stage::FILL_PAGES => format!("page {:#x} from image offset {:#x}", m.arg, m.arg2),
+            abi::stage::MOVE_VDSO => format!("{:#x} -> {:#x}", m.arg, m.arg2),
+            abi::stage::UNMAP_OLD => format!("{:#x}-{:#x}", m.arg, m.arg2),
+            abi::stage::MM_MAP => format!("start_brk {:#x} brk {:#x}", m.arg, m.arg2),
+            abi::stage::SIGQUEUE => format!("signal {} to tid {}", m.arg, m.arg2),
+            abi::stage::ITIMER | abi::stage::POSIX_TIMER => format!("timer {}", m.arg),
+            _ => format!("tid {}", m.arg),
+        };
+        (abi::stage::name(m.stage), detail)
+    } else {
+        (child::cstage::name(m.stage), text)
+    };
+    RestoreError::Child { stage, detail, errno: m.errno, errno_text: errno_text(m.errno) }
+}
+
+fn read_msg(fd: RawFd, timeout_ms: i32) -> std::io::Result<Option<StatusMsg>> {
+    let mut m = StatusMsg::zeroed();
+    let size = std::mem::size_of::<StatusMsg>();
+    let mut got = 0usize;
+    while got < size {
+        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        // SAFETY: pfd is valid.
+        let r = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if r == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no status from the restarting process"));
+        }
+        // SAFETY: reading into the remaining bytes of m.
+        let n = unsafe { libc::read(fd, (&mut m as *mut StatusMsg as *mut u8).add(got) as *mut libc::c_void, size - got) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Ok(None);
+        }
+        got += n as usize;
+    }
+    Ok(Some(m))
+}
+
+fn wait_status(pid: i32) -> std::io::Result<i32> {
+    loop {
+        let mut st = 0;
+        // SAFETY: st is a valid out pointer.
+        let r = unsafe { libc::waitpid(pid, &mut st, 0) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        return Ok(st);
+    }
+}
+
+fn describe_status(st: i32) -> String {
+    if libc::WIFEXITED(st) {
+        format!("exit code {}", libc::WEXITSTATUS(st))
+    } else if libc::WIFSIGNALED(st) {
+        format!("killed by signal {}", libc::WTERMSIG(st))
+    } else {
+        format!("wait status {st:#x}")
+    }
+}
+
+fn outcome(pid: i32, st: i32) -> RestartOutcome {
+    if libc::WIFSIGNALED(st) {
+        RestartOutcome::Exited { pid, code: None, signal: Some(libc::WTERMSIG(st)) }
+    } else {
+        RestartOutcome::Exited { pid, code: Some(libc::WEXITSTATUS(st)), signal: None }
+    }
 }
 
 /// Restart the image at `image`.
-pub fn restart(_image: &Path, _opts: &RestartOpts) -> Result<RestartOutcome, RestoreError> {
-    Err(RestoreError::NotImplemented)
+pub fn restart(image: &Path, opts: &RestartOpts) -> Result<RestartOutcome, RestoreError> {
+    let file = std::fs::File::open(image).map_err(|source| RestoreError::Open { path: image.display().to_string(), source })?;
+    let map = ImageMap::new(&file).map_err(|source| RestoreError::Open { path: image.display().to_string(), source })?;
+    let supported = [Extension::Core, Extension::Files];
+    let img = ProcessImage::parse(map.bytes(), &ParseOptions { supported: &supported })?;
+    let mut prep = plan::prepare(&img, &file, map.bytes(), opts.pidns)?;
+    if let Some(p) = opts.progress {
+        p.set_total(prep.page_bytes);
+    }
+
+    // Status pipe: the read end stays here, the write end goes to the child (high fd).
+    let mut fds = [0i32; 2];
+    // SAFETY: fds is an array of two ints.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(RestoreError::sys("pipe2 for the status pipe", std::io::Error::last_os_error()));
+    }
+    let (status_r, status_w0) = (fds[0], fds[1]);
+    // SAFETY: fcntl/close on our own fds.
+    let status_w = unsafe { libc::fcntl(status_w0, libc::F_DUPFD_CLOEXEC, prep.plan.fd_high) };
+    // SAFETY: as above.
+    unsafe { libc::close(status_w0) };
+    if status_w < 0 {
+        // SAFETY: as above.
+        unsafe { libc::close(status_r) };
+        return Err(RestoreError::sys("F_DUPFD for the status pipe", std::io::Error::last_os_error()));
+    }
+    prep.parent_close.push(status_w);
+    prep.plan.status_fd = status_w;
+    prep.plan.keep_fds.push(status_w);
+    prep.plan.keep_fds.sort_unstable();
+    // SAFETY: the Args block lives in our area (RW), no child exists yet.
+    unsafe { (*prep.plan.args).status_fd = status_w };
+
+    // Block every signal around clone3 so the child starts with all blocked.
+    // SAFETY: plain sigset manipulation on locals.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: valid sigset pointers.
+    unsafe {
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+    }
+    let forked = if opts.pidns {
+        child::clone3_fork(None, libc::CLONE_NEWPID as u64)
+    } else {
+        child::clone3_fork(Some(prep.pid), 0)
+    };
+    match forked {
+        Ok(0) => {
+            if opts.pidns {
+                child::ns_init_main(&prep.plan)
+            } else {
+                child::child_main(&prep.plan)
+            }
+        }
+        _ => {}
+    }
+    // SAFETY: restoring our mask.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    for &fd in &prep.parent_close {
+        // SAFETY: our own dups, now owned by the child.
+        unsafe { libc::close(fd) };
+    }
+    let close_r = || {
+        // SAFETY: our read end.
+        unsafe { libc::close(status_r) };
+    };
+    let child_pid = match forked {
+        Ok(p) => p,
+        Err(e) => {
+            close_r();
+            return Err(match e {
+                libc::EEXIST => RestoreError::PidInUse { pid: prep.pid },
+                libc::EPERM => RestoreError::NoPermission { what: format!("clone3 set_tid={}", prep.pid) },
+                _ => RestoreError::sys(
+                    &format!("clone3 (set_tid={}, pidns={})", prep.pid, opts.pidns),
+                    std::io::Error::from_raw_os_error(e),
+                ),
+            });
+        }
+    };
+    // The child has its own copy of the area.
+    drop(std::mem::replace(&mut prep.area, plan::Area { start: 0, len: 0 }));
+
+    let first = read_msg(status_r, 120_000);
+    let fail_with = |err: RestoreError| {
+        close_r();
+        let _ = wait_status(child_pid);
+        Err(err)
+    };
+    match first {
+        Ok(Some(m)) if m.kind == STATUS_READY => {
+            if let Some(p) = opts.progress {
+                p.advance(m.arg);
+            }
+        }
+        Ok(Some(m)) if m.kind == STATUS_ERROR => return fail_with(msg_error(&m)),
+        Ok(Some(m)) if m.kind == STATUS_EXIT => {
+            return fail_with(RestoreError::ChildDied { status: describe_status(m.errno) });
+        }
+        Ok(Some(m)) => return fail_with(RestoreError::ChildDied { status: format!("unexpected status message kind {}", m.kind) }),
+        Ok(None) => {
+            close_r();
+            let st = wait_status(child_pid).map_err(|e| RestoreError::sys("waitpid", e))?;
+            return Err(RestoreError::ChildDied { status: describe_status(st) });
+        }
+        Err(e) => {
+            // SAFETY: killing the child we created.
+            unsafe { libc::kill(child_pid, libc::SIGKILL) };
+            return fail_with(RestoreError::sys("waiting for the restarted process", e));
+        }
+    }
+
+    // Running. The restored process's PID as seen from here.
+    let pid = if opts.pidns {
+        std::fs::read_to_string(format!("/proc/{child_pid}/task/{child_pid}/children"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse().ok()))
+            .unwrap_or(child_pid)
+    } else {
+        child_pid
+    };
+    if opts.detach {
+        close_r();
+        return Ok(RestartOutcome::Detached { pid });
+    }
+    let st = wait_status(child_pid).map_err(|e| RestoreError::sys("waitpid", e));
+    let res = if opts.pidns {
+        // The init reports the restored process's status.
+        match read_msg(status_r, 5_000) {
+            Ok(Some(m)) if m.kind == STATUS_EXIT => Ok(outcome(pid, m.errno)),
+            _ => st.map(|s| outcome(pid, s)),
+        }
+    } else {
+        st.map(|s| outcome(pid, s))
+    };
+    close_r();
+    res
 }
