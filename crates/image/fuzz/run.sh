@@ -32,7 +32,7 @@ before=$(find "$artifacts" -type f | wc -l)
 cd "$here"
 status=0
 # -max_len: seeds hold page-aligned data, so they are a few pages long.
-cargo fuzz run --release parse "$corpus" -- \
+cargo fuzz run -O --debug-assertions parse "$corpus" -- \
     -max_total_time="$secs" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
     -print_final_stats=1 || status=$?
 after=$(find "$artifacts" -type f | wc -l)
