@@ -195,8 +195,16 @@ impl Tracer {
             return Ok(());
         }
         self.released = true;
+        // If we are also the real parent, leave the leader's exit status to
+        // the code that reaps our children.
+        // SAFETY: getpid has no arguments.
+        let me = unsafe { libc::getpid() };
+        let parent_is_us = crate::proc::Stat::read(self.pid).and_then(|s| s.i64(4)).ok() == Some(i64::from(me));
         let r = sys::kill(self.pid, libc::SIGKILL);
         for x in std::mem::take(&mut self.threads) {
+            if parent_is_us && x.tid == self.pid {
+                continue;
+            }
             // Each traced thread reports its death to us; collect it so no
             // traced zombie lingers (the real parent reaps the process).
             for _ in 0..100 {

@@ -1,0 +1,383 @@
+//! Checkpoint-side tests of the user engine: `cargo test -p stasis-user --test dump`.
+//!
+//! Each test starts a self-checking workload, checkpoints it with
+//! LeaveRunning (or Stop/Kill), checks the image against /proc, and checks
+//! the workload still reports "ok" afterwards.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use stasis_image::records::{engine, thread_flags, vma_kind};
+use stasis_image::{ParseOptions, ProcessImage};
+use stasis_user::{checkpoint, After, DumpError};
+use stasis_workloads::{Running, Workload};
+
+const READY: Duration = Duration::from_secs(30);
+const VERDICT: Duration = Duration::from_secs(30);
+
+fn start(name: &str, dir: &Path, extra: &[&str]) -> Running {
+    let mut w = Workload::spawn(name, dir, extra).expect("spawn workload");
+    w.wait_ready(READY).expect("workload ready");
+    w
+}
+
+fn finish_ok(w: &mut Running) {
+    let (v, _) = w.finish(VERDICT).expect("workload verdict");
+    assert_eq!(v.trim(), "ok", "workload {} verdict", w.name());
+}
+
+fn status_field(pid: i32, key: &str) -> String {
+    let s = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}:")).map(|v| v.trim().to_owned()))
+        .unwrap_or_default()
+}
+
+fn assert_running_untraced(pid: i32) {
+    let state = status_field(pid, "State");
+    assert!(!state.starts_with('T') && !state.starts_with('t'), "process {pid} is stopped: State {state}");
+    assert_eq!(status_field(pid, "TracerPid"), "0", "process {pid} is still traced");
+}
+
+fn tids(pid: i32) -> Vec<u32> {
+    let mut v: Vec<u32> = fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("task dir")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+fn rss_kb(pid: i32) -> u64 {
+    status_field(pid, "VmRSS").trim_end_matches("kB").trim().parse().unwrap_or(0)
+}
+
+/// Checkpoint `pid` into `path`, LeaveRunning.
+fn dump_to(pid: i32, path: &Path) -> stasis_user::CheckpointStats {
+    let f = fs::File::create(path).expect("create image");
+    let (frozen, _f, stats) = checkpoint(pid, f, None).unwrap_or_else(|e| panic!("checkpoint of {pid}: {e}"));
+    frozen.release(After::LeaveRunning).expect("release");
+    stats
+}
+
+fn parse(bytes: &[u8]) -> ProcessImage<'_> {
+    ProcessImage::parse(bytes, &ParseOptions::ALL).unwrap_or_else(|e| panic!("image does not parse: {e}"))
+}
+
+/// Checks shared by every image.
+fn check_image(img: &ProcessImage<'_>, pid: i32, live_tids: &[u32]) {
+    assert_eq!(img.header.engine, engine::USER);
+    assert_eq!(img.process.pid, pid as u32);
+    let mut t: Vec<u32> = img.threads.iter().map(|t| t.rec.tid).collect();
+    t.sort_unstable();
+    assert_eq!(t, live_tids, "thread ids in the image vs /proc");
+    assert_eq!(img.process.nr_threads as usize, live_tids.len());
+    let leader = img.threads.iter().find(|t| t.rec.flags & thread_flags::LEADER != 0).expect("leader");
+    assert_eq!(leader.rec.tid, pid as u32);
+    for th in &img.threads {
+        let x = th.xstate.as_ref().expect("every thread has an XSTATE record");
+        assert!(x.area.len() >= 576, "xstate area of {} too small", th.rec.tid);
+        assert_ne!(th.rec.regs.fs_base, 0, "fs_base of {}", th.rec.tid);
+        assert_ne!(th.rec.clear_child_tid, 0, "clear_child_tid of {}", th.rec.tid);
+        assert_eq!(th.rec.regs.orig_rax, u64::MAX, "orig_rax must be -1 in the image");
+    }
+    assert_ne!(img.mm.rec.start_code, 0);
+    assert_ne!(img.mm.rec.brk, 0);
+    assert_ne!(img.mm.rec.vdso, 0);
+    assert!(!img.mm.exe.is_empty());
+    assert!(img.vmas.iter().any(|v| v.rec.kind == vma_kind::VDSO && v.rec.start == img.mm.rec.vdso));
+    assert!(img.vmas.iter().any(|v| v.rec.kind == vma_kind::STACK));
+    // Every page belongs to a saved kind.
+    for p in &img.pages {
+        let v = img.vmas.iter().find(|v| v.rec.start == p.vma_start).expect("VMA of PAGES");
+        assert!(![vma_kind::VDSO, vma_kind::VVAR, vma_kind::VSYSCALL, vma_kind::FILE_SHARED].contains(&v.rec.kind));
+    }
+}
+
+#[test]
+fn counters_image_matches_proc_and_workload_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = start("counters", dir.path(), &[]);
+    let pid = w.pid() as i32;
+    let live = tids(pid);
+    let img_path = dir.path().join("img");
+    let stats = dump_to(pid, &img_path);
+    assert_running_untraced(pid);
+    let bytes = fs::read(&img_path).unwrap();
+    assert_eq!(stats.image_bytes, bytes.len() as u64);
+    let img = parse(&bytes);
+    check_image(&img, pid, &live);
+    assert_eq!(stats.threads, live.len());
+    assert_eq!(stats.vmas, img.vmas.len());
+    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    assert_eq!(img.vmas.len(), maps.lines().count(), "one VMA record per /proc maps line");
+    assert_eq!(img.rlimits.limits[libc::RLIMIT_NOFILE as usize].cur, {
+        let l = fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+        l.lines().find(|l| l.starts_with("Max open files")).unwrap().split_whitespace().nth(3).unwrap().parse::<u64>().unwrap()
+    });
+    finish_ok(&mut w);
+}
+
+#[test]
+fn blocked_threads_get_the_restart_fixup() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = start("blocked", dir.path(), &[]);
+    let pid = w.pid() as i32;
+    let live = tids(pid);
+    let img_path = dir.path().join("img");
+    dump_to(pid, &img_path);
+    assert_running_untraced(pid);
+    let bytes = fs::read(&img_path).unwrap();
+    let img = parse(&bytes);
+    check_image(&img, pid, &live);
+    let mem = fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let mut fixed = 0;
+    for th in &img.threads {
+        let r = &th.rec.regs;
+        let rax = r.rax as i64;
+        assert!(!(-516..=-512).contains(&rax), "thread {} saved with rax {rax} (-ERESTART*)", th.rec.tid);
+        if th.rec.flags & thread_flags::SYSCALL_FIXED != 0 {
+            fixed += 1;
+            if rax != -(libc::EINTR as i64) {
+                // Restarted: rip points at the syscall instruction again.
+                let mut insn = [0u8; 2];
+                std::os::unix::fs::FileExt::read_exact_at(&mem, &mut insn, r.rip).unwrap();
+                assert_eq!(insn, [0x0f, 0x05], "thread {}: rip {:#x} is not at a syscall", th.rec.tid, r.rip);
+                assert!(rax >= 0 && rax < 512, "thread {}: rax {rax} is not a syscall number", th.rec.tid);
+            }
+        }
+    }
+    // Main waits in nanosleep (wl_wait_stop) and six threads are blocked.
+    assert!(fixed >= 6, "only {fixed} threads carry SYSCALL_FIXED");
+    finish_ok(&mut w);
+}
+
+#[test]
+fn untouched_reserve_is_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = start("memory", dir.path(), &[]);
+    let pid = w.pid() as i32;
+    let live = tids(pid);
+    let before = rss_kb(pid);
+    let img_path = dir.path().join("img");
+    let stats = dump_to(pid, &img_path);
+    let after = rss_kb(pid);
+    assert_running_untraced(pid);
+    assert!(after <= before + 1024, "RSS grew from {before} kB to {after} kB");
+    assert!(stats.page_bytes < 256 << 20, "page bytes {} (reserve read?)", stats.page_bytes);
+    assert!(stats.page_bytes >= 32 << 20, "page bytes {} (touched memory missing?)", stats.page_bytes);
+    let bytes = fs::read(&img_path).unwrap();
+    let img = parse(&bytes);
+    check_image(&img, pid, &live);
+    assert!(img.vmas.iter().any(|v| v.rec.kind == vma_kind::ANON_SHARED && v.rec.shm_id != 0));
+    finish_ok(&mut w);
+}
+
+#[test]
+fn three_checkpoints_in_a_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = start("counters", dir.path(), &[]);
+    let pid = w.pid() as i32;
+    for i in 0..3 {
+        let live = tids(pid);
+        let p = dir.path().join(format!("img{i}"));
+        dump_to(pid, &p);
+        assert_running_untraced(pid);
+        let bytes = fs::read(&p).unwrap();
+        check_image(&parse(&bytes), pid, &live);
+    }
+    finish_ok(&mut w);
+}
+
+#[test]
+fn files_and_pipes_are_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = start("files", dir.path(), &[]);
+    let pid = w.pid() as i32;
+    let img_path = dir.path().join("img");
+    dump_to(pid, &img_path);
+    let bytes = fs::read(&img_path).unwrap();
+    let img = parse(&bytes);
+    let fds: Vec<u32> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    let n = img.files.len() + img.pipes.len();
+    assert_eq!(n, fds.len(), "every fd has a record");
+    let deleted: Vec<_> = img.files.iter().filter(|f| f.data.is_some()).collect();
+    assert!(!deleted.is_empty(), "the deleted file's contents are saved");
+    let f77 = img.files.iter().find(|f| f.rec.fd == 77).expect("fd 77");
+    assert_eq!(f77.rec.fd_flags, libc::FD_CLOEXEC as u32);
+    assert_ne!(f77.rec.open_flags & libc::O_NONBLOCK as u32, 0);
+    // A dup()ed pair shares its file_id.
+    let mut ids: Vec<u32> = img.files.iter().map(|f| f.rec.file_id).collect();
+    ids.sort_unstable();
+    assert!(ids.windows(2).any(|w| w[0] == w[1]), "dup()ed fds share a file_id");
+    finish_ok(&mut w);
+}
+
+/// A process holding a pipe with buffered data, and a socket (refused).
+fn python(code: &str) -> std::process::Child {
+    Command::new("python3")
+        .arg("-c")
+        .arg(code)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3")
+}
+
+fn wait_line(c: &mut std::process::Child) -> String {
+    use std::io::BufRead;
+    let out = c.stdout.as_mut().unwrap();
+    let mut r = std::io::BufReader::new(out);
+    let mut l = String::new();
+    r.read_line(&mut l).unwrap();
+    l
+}
+
+#[test]
+fn pipe_data_is_saved_without_consuming_it() {
+    let mut c = python(
+        "import os,sys,time\nr,w=os.pipe()\nos.write(w,b'hello pipe'*100)\nprint('ready',flush=True)\n\
+         time.sleep(3)\nd=os.read(r,100000)\nsys.exit(0 if d==b'hello pipe'*100 else 1)\n",
+    );
+    assert_eq!(wait_line(&mut c).trim(), "ready");
+    let pid = c.id() as i32;
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("img");
+    dump_to(pid, &p);
+    assert_running_untraced(pid);
+    let bytes = fs::read(&p).unwrap();
+    let img = parse(&bytes);
+    let want = b"hello pipe".repeat(100);
+    let (id, _) = img.pipe_data.iter().find(|(_, d)| *d == want.as_slice()).expect("pipe data in the image");
+    let ends: Vec<_> = img.pipes.iter().filter(|p| p.rec.pipe_id == *id).collect();
+    assert_eq!(ends.len(), 2, "both ends of the pipe share its pipe_id");
+    assert!(c.wait().unwrap().success(), "the pipe data was consumed by the checkpoint");
+}
+
+#[test]
+fn socket_is_refused_and_target_runs_on() {
+    let mut c = python(
+        "import socket,time\ns=socket.socket()\nprint('ready',flush=True)\ntime.sleep(60)\n",
+    );
+    assert_eq!(wait_line(&mut c).trim(), "ready");
+    let pid = c.id() as i32;
+    let dir = tempfile::tempdir().unwrap();
+    let f = fs::File::create(dir.path().join("img")).unwrap();
+    let err = match checkpoint(pid, f, None) {
+        Ok(_) => panic!("a socket must be refused"),
+        Err(e) => e,
+    };
+    let msg = err.to_string();
+    assert!(matches!(err, DumpError::Unsupported { .. }), "{msg}");
+    assert!(msg.contains("socket:[") && msg.contains("fd "), "unclear error: {msg}");
+    assert_running_untraced(pid);
+    assert!(c.try_wait().unwrap().is_none(), "target died");
+    c.kill().unwrap();
+    c.wait().unwrap();
+}
+
+#[test]
+fn release_stop_and_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = start("counters", dir.path(), &[]);
+    let pid = w.pid() as i32;
+    let (frozen, _, _) = checkpoint(pid, std::io::sink(), None).unwrap();
+    frozen.release(After::Stop).unwrap();
+    let t0 = Instant::now();
+    loop {
+        let st = status_field(pid, "State");
+        if st.starts_with('T') {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "not stopped: {st}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(status_field(pid, "TracerPid"), "0");
+    // SAFETY: plain kill.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    std::thread::sleep(Duration::from_millis(100));
+    assert_running_untraced(pid);
+    finish_ok(&mut w);
+
+    let mut w = start("counters", dir.path(), &[]);
+    let pid = w.pid() as i32;
+    let (frozen, _, _) = checkpoint(pid, std::io::sink(), None).unwrap();
+    frozen.release(After::Kill).unwrap();
+    let st = w.wait_exit(Duration::from_secs(10)).unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(st.signal(), Some(libc::SIGKILL));
+}
+
+#[test]
+fn dropping_frozen_leaves_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = start("blocked", dir.path(), &[]);
+    let pid = w.pid() as i32;
+    {
+        let (_frozen, _, _) = checkpoint(pid, std::io::sink(), None).unwrap();
+        assert_eq!(status_field(pid, "State").chars().next(), Some('t'));
+    }
+    assert_running_untraced(pid);
+    finish_ok(&mut w);
+}
+
+fn dump_one_exe() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let p = exe.parent().unwrap().parent().unwrap().join("examples").join("dump_one");
+    assert!(p.exists(), "{} missing (cargo test builds examples)", p.display());
+    p
+}
+
+#[test]
+fn killed_checkpointer_leaves_target_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = start("blocked", dir.path(), &[]);
+    let pid = w.pid() as i32;
+    let exe = dump_one_exe();
+    let mut outcomes = Vec::new();
+    for (i, delay_ms) in [0u64, 1, 2, 4, 8, 15, 30, 60, 120, 250, 600].into_iter().enumerate() {
+        let img = dir.path().join(format!("img{i}"));
+        let mut c = Command::new(&exe)
+            .arg(pid.to_string())
+            .arg(&img)
+            .args(["--slow-ms", "20", "--hold-ms", "5000"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        c.kill().unwrap(); // SIGKILL
+        let st = c.wait().unwrap();
+        outcomes.push((delay_ms, st));
+        // The kernel detached it: give the target a moment to be woken.
+        let t0 = Instant::now();
+        loop {
+            let state = status_field(pid, "State");
+            let tracer = status_field(pid, "TracerPid");
+            let task_states: Vec<String> = tids(pid as i32)
+                .into_iter()
+                .map(|t| {
+                    let s = fs::read_to_string(format!("/proc/{pid}/task/{t}/status")).unwrap_or_default();
+                    s.lines().find(|l| l.starts_with("State:")).unwrap_or("").to_owned()
+                })
+                .collect();
+            let stopped = task_states.iter().any(|s| s.contains("T (") || s.contains("t ("));
+            if !stopped && tracer == "0" && !state.starts_with('T') {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(2),
+                "after killing the checkpointer at {delay_ms} ms: State {state}, TracerPid {tracer}, tasks {task_states:?}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    assert_running_untraced(pid);
+    finish_ok(&mut w);
+}
