@@ -1,0 +1,249 @@
+//! stasisctl: a small test client of /dev/stasis (the kernel engine's ioctls).
+//!
+//!   stasisctl version [--expect-ext NAME]... [--expect-no-ext NAME]...
+//!   stasisctl freeze PID [--hold MS] [--hold-forever] [--expect-threads N]
+//!   stasisctl abuse          (bad sizes, pointers, flags: every call must fail cleanly)
+//!
+//! Built on the host (`cargo build -p stasis-abi --example stasisctl`) and run in the
+//! guest by tests/kmod/run.sh. Exit status 0 when every check held.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use stasis_abi::zerocopy::FromZeros;
+use stasis_abi::*;
+
+extern "C" {
+    fn ioctl(fd: i32, req: u64, ...) -> i32;
+    fn __errno_location() -> *mut i32;
+}
+
+fn errno() -> i32 {
+    // SAFETY: glibc's thread-local errno.
+    unsafe { *__errno_location() }
+}
+
+fn ioc(fd: i32, req: u32, arg: *mut u8) -> Result<i32, i32> {
+    // SAFETY: the kernel checks arg against the size encoded in req.
+    let r = unsafe { ioctl(fd, req as u64, arg) };
+    if r < 0 {
+        Err(errno())
+    } else {
+        Ok(r)
+    }
+}
+
+fn ext_list(mask: u64) -> String {
+    (0..=EXT_MAX)
+        .filter(|i| mask & (1u64 << i) != 0)
+        .map(|i| ext_name(i).map(str::to_string).unwrap_or_else(|| format!("ext{i}")))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn open_dev() -> Result<std::fs::File, String> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(DEVICE_PATH)
+        .map_err(|e| format!("open {DEVICE_PATH}: {e}"))
+}
+
+fn cmd_version(args: &[String]) -> Result<(), String> {
+    let f = open_dev()?;
+    let mut v = VersionInfo::new_zeroed();
+    ioc(f.as_raw_fd(), IOC_VERSION, &mut v as *mut _ as *mut u8)
+        .map_err(|e| format!("STASIS_IOC_VERSION: errno {e}"))?;
+    println!(
+        "abi {} struct_size {} max_threads {} extensions {}",
+        v.abi_version,
+        v.struct_size,
+        v.max_threads,
+        ext_list(v.extensions)
+    );
+    if v.abi_version != ABI_VERSION || v.struct_size as usize != std::mem::size_of::<VersionInfo>() {
+        return Err(format!("module ABI {} / size {} does not match ours ({ABI_VERSION})", v.abi_version, v.struct_size));
+    }
+    if v.extensions & 1 == 0 {
+        return Err("core extension missing".into());
+    }
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let want = a.as_str();
+        let name = it.next().ok_or(format!("{want} needs a name"))?;
+        let id = (0..=EXT_MAX).find(|&i| ext_name(i) == Some(name.as_str())).ok_or(format!("unknown extension {name}"))?;
+        let has = v.extensions & (1u64 << id) != 0;
+        match want {
+            "--expect-ext" if !has => return Err(format!("extension {name} not listed")),
+            "--expect-no-ext" if has => return Err(format!("extension {name} listed but should not be")),
+            "--expect-ext" | "--expect-no-ext" => {}
+            _ => return Err(format!("unknown option {want}")),
+        }
+    }
+    println!("version: ok");
+    Ok(())
+}
+
+fn num<T: std::str::FromStr>(s: Option<&String>, what: &str) -> Result<T, String> {
+    s.and_then(|s| s.parse().ok()).ok_or(format!("{what} needs a number"))
+}
+
+fn cmd_freeze(args: &[String]) -> Result<(), String> {
+    let pid: i32 = num(args.first(), "freeze PID")?;
+    let mut hold_ms = 0u64;
+    let mut forever = false;
+    let mut expect: Option<u32> = None;
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--hold" => hold_ms = num(it.next(), "--hold")?,
+            "--hold-forever" => forever = true,
+            "--expect-threads" => expect = Some(num(it.next(), "--expect-threads")?),
+            o => return Err(format!("unknown option {o}")),
+        }
+    }
+    let f = open_dev()?;
+    let mut threads = vec![FrozenThread::new_zeroed(); 256];
+    let mut a = FreezeArgs {
+        pid,
+        max_threads: threads.len() as u32,
+        threads: threads.as_mut_ptr() as u64,
+        ..FreezeArgs::new_zeroed()
+    };
+    let t0 = Instant::now();
+    ioc(f.as_raw_fd(), IOC_FREEZE, &mut a as *mut _ as *mut u8).map_err(|e| format!("STASIS_IOC_FREEZE {pid}: errno {e}"))?;
+    let frozen_in = t0.elapsed();
+    let n = a.nr_threads.min(a.max_threads) as usize;
+    println!("frozen pid {pid}: {} threads in {:.3} ms", a.nr_threads, frozen_in.as_secs_f64() * 1e3);
+    let mut tids: Vec<i32> = Vec::new();
+    for t in threads.iter().take(n) {
+        println!(
+            "  tid {:>6} rip {:#014x} rsp {:#014x} rax {:#018x} orig_rax {:>4}{}",
+            t.tid,
+            t.rip,
+            t.rsp,
+            t.rax,
+            t.orig_rax as i64,
+            if t.flags & FROZEN_IN_SYSCALL_RESTART != 0 { " (in syscall, -ERESTART*)" } else { "" }
+        );
+        tids.push(t.tid);
+    }
+    let _ = std::io::stdout().flush();
+    // Every thread listed in /proc must have been reported.
+    let mut proc_tids: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map_err(|e| format!("/proc/{pid}/task: {e}"))?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    proc_tids.sort();
+    tids.sort();
+    if proc_tids != tids {
+        return Err(format!("reported tids {tids:?} but /proc/{pid}/task has {proc_tids:?}"));
+    }
+    if let Some(e) = expect {
+        if a.nr_threads != e {
+            return Err(format!("expected {e} threads, got {}", a.nr_threads));
+        }
+    }
+    if threads.iter().take(n).any(|t| t.rip == 0 || t.rsp == 0) {
+        return Err("a thread reported rip or rsp 0".into());
+    }
+    // While frozen, no thread may run: their CPU times must not move.
+    let cpu = |pid: i32| -> Result<u64, String> {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| e.to_string())?;
+        let rest = s.rsplit_once(')').map(|x| x.1).unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ut: u64 = f.get(11).and_then(|x| x.parse().ok()).unwrap_or(0);
+        let st: u64 = f.get(12).and_then(|x| x.parse().ok()).unwrap_or(0);
+        Ok(ut + st)
+    };
+    let c0 = cpu(pid)?;
+    std::thread::sleep(Duration::from_millis(hold_ms.max(300)));
+    let c1 = cpu(pid)?;
+    println!("cpu ticks while frozen: {}", c1.saturating_sub(c0));
+    if c1 > c0 + 1 {
+        return Err(format!("target used {} ticks while frozen", c1 - c0));
+    }
+    if forever {
+        println!("holding until killed");
+        let _ = std::io::stdout().flush();
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+    ioc(f.as_raw_fd(), IOC_THAW, std::ptr::null_mut()).map_err(|e| format!("STASIS_IOC_THAW: errno {e}"))?;
+    // A second thaw has nothing to release.
+    if ioc(f.as_raw_fd(), IOC_THAW, std::ptr::null_mut()) != Err(22) {
+        return Err("second THAW did not fail with EINVAL".into());
+    }
+    println!("freeze: ok");
+    Ok(())
+}
+
+/// Malformed requests: each must fail with the expected errno, never oops.
+fn cmd_abuse() -> Result<(), String> {
+    let f = open_dev()?;
+    let fd = f.as_raw_fd();
+    let mut big = vec![0u8; 1 << 16];
+    let me = std::process::id() as i32;
+    let mut checks: Vec<(&str, Result<i32, i32>, i32)> = Vec::new();
+    // Unknown command, same magic.
+    checks.push(("unknown nr", ioc(fd, ioc_raw(2, 0x7f, 8), big.as_mut_ptr()), 25));
+    // VERSION's number with another size.
+    checks.push(("version size+8", ioc(fd, ioc_raw(2, 0x00, 32), big.as_mut_ptr()), 25));
+    // A size over the shim's buffer.
+    checks.push(("huge size", ioc(fd, ioc_raw(3, 0x01, 0x3fff), big.as_mut_ptr()), 22));
+    // Bad pointers.
+    checks.push(("version NULL", ioc(fd, IOC_VERSION, std::ptr::null_mut()), 14));
+    checks.push(("version kernel ptr", ioc(fd, IOC_VERSION, 0xffff_ffff_8100_0000u64 as *mut u8), 14));
+    checks.push(("freeze NULL", ioc(fd, IOC_FREEZE, std::ptr::null_mut()), 14));
+    let mut call = |name: &'static str, mut a: FreezeArgs, want: i32| {
+        checks.push((name, ioc(fd, IOC_FREEZE, &mut a as *mut _ as *mut u8), want));
+    };
+    call("pid 0", FreezeArgs { pid: 0, ..FreezeArgs::new_zeroed() }, 22);
+    call("pid -1", FreezeArgs { pid: -1, ..FreezeArgs::new_zeroed() }, 22);
+    call("flags", FreezeArgs { pid: 1, flags: 1, ..FreezeArgs::new_zeroed() }, 22);
+    call("reserved", FreezeArgs { pid: 1, _reserved: 1, ..FreezeArgs::new_zeroed() }, 22);
+    call("too many", FreezeArgs { pid: 1, max_threads: u32::MAX, threads: 8, ..FreezeArgs::new_zeroed() }, 7);
+    call("threads NULL", FreezeArgs { pid: 1, max_threads: 4, ..FreezeArgs::new_zeroed() }, 14);
+    call("no such pid", FreezeArgs { pid: 0x3fff_fff0, ..FreezeArgs::new_zeroed() }, 3);
+    call("self", FreezeArgs { pid: me, ..FreezeArgs::new_zeroed() }, 35);
+    call("kthread", FreezeArgs { pid: 2, ..FreezeArgs::new_zeroed() }, 1);
+    checks.push(("thaw unfrozen", ioc(fd, IOC_THAW, std::ptr::null_mut()), 22));
+    let mut bad = 0;
+    for (name, got, want) in &checks {
+        let ok = *got == Err(*want);
+        println!("  {name:<20} {got:?} want Err({want}){}", if ok { "" } else { "  <-- WRONG" });
+        if !ok {
+            bad += 1;
+        }
+    }
+    if bad > 0 {
+        return Err(format!("{bad} abuse checks failed"));
+    }
+    println!("abuse: ok");
+    Ok(())
+}
+
+const fn ioc_raw(dir: u32, nr: u32, size: u32) -> u32 {
+    (dir << 30) | (size << 16) | (IOC_MAGIC << 8) | nr
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let r = match args.first().map(String::as_str) {
+        Some("version") => cmd_version(&args[1..]),
+        Some("freeze") => cmd_freeze(&args[1..]),
+        Some("abuse") => cmd_abuse(),
+        _ => Err("usage: stasisctl version|freeze PID|abuse ...".into()),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("stasisctl: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

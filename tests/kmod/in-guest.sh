@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Runs inside the QEMU guest (see run.sh): KMOD (the kmod dir with the .ko files),
+# CTL (stasisctl), WL (the built workloads) come from the environment.
+set -u
+fails=0
+pass() { echo "PASS: $*"; }
+fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+check() { local what="$1"; shift; if "$@"; then pass "$what"; else fail "$what"; fi; }
+echo "kernel $(uname -r)"
+
+D=/tmp/kmodtest
+mkdir -p $D
+
+wait_file() { # FILE SECS
+    local i
+    for ((i = 0; i < $2 * 20; i++)); do [ -s "$1" ] && return 0; sleep 0.05; done
+    return 1
+}
+start_wl() { # NAME -> sets WPID
+    rm -f $D/$1.v $D/$1.v.ready $D/$1.v.stop
+    setsid "$WL/$1" --verdict $D/$1.v </dev/null >$D/$1.log 2>&1 &
+    WPID=$!
+    wait_file $D/$1.v.ready 60 || { fail "$1 did not get ready"; cat $D/$1.log; return 1; }
+}
+stop_wl() { # NAME PID -> checks the verdict
+    touch $D/$1.v.stop
+    wait "$2"; local rc=$?
+    local v; v="$(cat $D/$1.v 2>/dev/null)"
+    if [ "$rc" = 0 ] && [ "$v" = ok ]; then pass "$1 verdict ok"; else fail "$1 verdict '$v' rc $rc"; cat $D/$1.log; fi
+}
+cputicks() { awk '{print $14 + $15}' /proc/$1/stat; }
+
+# --- load and talk ----------------------------------------------------------------
+t=$(date +%s%N)
+check "insmod stasis.ko" insmod $KMOD/stasis.ko
+echo "insmod took $(( ($(date +%s%N) - t) / 1000000 )) ms"
+check "/dev/stasis exists" test -c /dev/stasis
+check "VERSION without files" $CTL version --expect-no-ext files
+check "insmod stasis_files.ko" insmod $KMOD/stasis_files.ko
+check "VERSION lists files" $CTL version --expect-ext files
+if rmmod stasis 2>$D/rmmod.err; then fail "rmmod stasis while stasis_files loaded"; insmod $KMOD/stasis.ko
+else pass "rmmod stasis refused while stasis_files is loaded ($(cat $D/rmmod.err))"; fi
+check "bad requests fail cleanly" $CTL abuse
+
+# --- quiesce ----------------------------------------------------------------------
+if start_wl counters; then
+    p=$WPID
+    check "freeze counters (9 threads), thaw" $CTL freeze $p --expect-threads 9 --hold 500
+    check "freeze counters again" $CTL freeze $p --expect-threads 9
+    stop_wl counters $p
+fi
+if start_wl blocked; then
+    p=$WPID
+    $CTL freeze $p --hold 300 | tee $D/blocked.freeze
+    [ "${PIPESTATUS[0]}" = 0 ] && pass "freeze blocked, thaw" || fail "freeze blocked, thaw"
+    n=$(grep -c 'in syscall' $D/blocked.freeze)
+    [ "$n" -ge 6 ] && pass "blocked: $n threads seen inside a system call" || fail "blocked: only $n threads in a syscall"
+    stop_wl blocked $p
+fi
+# The freezer dies (SIGKILL) while holding the threads: they must run on.
+if start_wl counters; then
+    p=$WPID
+    $CTL freeze $p --hold-forever >$D/hold.log 2>&1 &
+    cpid=$!
+    for i in $(seq 100); do grep -q holding $D/hold.log && break; sleep 0.05; done
+    grep -q holding $D/hold.log && pass "frozen by a freezer that will be killed" || { fail "freeze for kill test"; cat $D/hold.log; }
+    c0=$(cputicks $p); sleep 0.5; c1=$(cputicks $p)
+    [ $((c1 - c0)) -le 1 ] && pass "no CPU time while frozen ($((c1 - c0)) ticks)" || fail "ran while frozen ($((c1 - c0)) ticks)"
+    kill -9 $cpid; wait $cpid 2>/dev/null
+    sleep 0.3; c0=$(cputicks $p); sleep 0.5; c1=$(cputicks $p)
+    [ $((c1 - c0)) -ge 5 ] && pass "runs again after the freezer was killed ($((c1 - c0)) ticks)" || fail "still stuck after the freezer died ($((c1 - c0)) ticks)"
+    stop_wl counters $p
+fi
+# The target is killed while frozen: SIGKILL must still end it.
+if start_wl counters; then
+    p=$WPID
+    $CTL freeze $p --hold-forever >$D/hold2.log 2>&1 &
+    cpid=$!
+    for i in $(seq 100); do grep -q holding $D/hold2.log && break; sleep 0.05; done
+    kill -9 $p
+    for i in $(seq 100); do [ -e /proc/$p/stat ] && [ "$(awk '{print $3}' /proc/$p/stat)" != Z ] || break; sleep 0.05; done
+    wait $p; rc=$?
+    [ "$rc" = 137 ] && pass "a frozen target dies on SIGKILL" || fail "frozen target: wait status $rc"
+    kill -9 $cpid; wait $cpid 2>/dev/null
+fi
+
+# --- unload -----------------------------------------------------------------------
+check "rmmod stasis_files" rmmod stasis_files
+check "VERSION without files again" $CTL version --expect-no-ext files
+sleep 0.2
+check "rmmod stasis" rmmod stasis
+if dmesg | grep -E 'stasis.*(leaked|panic)|WARNING:|BUG:|Oops' >$D/bad; then fail "dmesg:"; cat $D/bad; else pass "dmesg clean (no leak, WARN, BUG, Oops)"; fi
+dmesg | grep -E 'stasis' | tail -n 8
+echo "kmod tests: $fails failed"
+[ $fails = 0 ]
