@@ -1,6 +1,8 @@
 //! Unit tests: one per error variant, truncation and bit flips, layout checks,
 //! proptest round trips and no-panic on arbitrary bytes.
 
+#![allow(clippy::type_complexity)]
+
 use alloc::string::ToString;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -33,6 +35,7 @@ fn header() -> Header {
 /// Everything a process image holds, owned: the input of the writer tests
 /// and the expected output of the parser.
 #[derive(Clone, Debug)]
+#[allow(clippy::type_complexity)]
 pub(crate) struct Spec {
     pub process: ProcessRec,
     pub mm: MmRec,
@@ -1939,6 +1942,7 @@ proptest! {
 }
 
 /// (struct, field, offset, size) of every field of every record struct.
+#[allow(clippy::type_complexity)]
 fn layout_table() -> Vec<(&'static str, &'static str, usize, usize)> {
     macro_rules! f {
         ($s:ident, $f:ident) => {
