@@ -148,6 +148,11 @@ fn high(plan: &ChildPlan, fd: i32) -> Result<i32, i32> {
 
 /// Place `src` at `fd` with its close-on-exec flag.
 fn place(src: i32, fd: i32, cloexec: bool) -> Result<(), i32> {
+    if src == fd {
+        // SAFETY: fcntl on our own fd.
+        let r = unsafe { libc::fcntl(fd, libc::F_SETFD, if cloexec { libc::FD_CLOEXEC } else { 0 }) };
+        return if r < 0 { Err(errno()) } else { Ok(()) };
+    }
     // SAFETY: dup3 on fds we own; fd is not one of our own (< fd_high).
     let r = unsafe { libc::dup3(src, fd, if cloexec { libc::O_CLOEXEC } else { 0 }) };
     if r < 0 { Err(errno()) } else { Ok(()) }
@@ -363,7 +368,10 @@ fn restore_pipe(plan: &ChildPlan, p: &PipePlan) {
             if n < 0 {
                 bail!(plan, cstage::PIPE, errno(), end.fd, "fd {}: reopening the FIFO", end.fd);
             }
-            n
+            match high(plan, n) {
+                Ok(n) => n,
+                Err(e) => bail!(plan, cstage::PIPE, e, end.fd, "fd {}: F_DUPFD", end.fd),
+            }
         } else if end.write {
             w
         } else {
