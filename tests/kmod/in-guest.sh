@@ -84,6 +84,58 @@ if start_wl counters; then
     kill -9 $cpid; wait $cpid 2>/dev/null
 fi
 
+# Other workloads: freeze, thaw, and the workload still passes its own checks.
+for w in tls fpu signals memory python_threads.py bash_loop.sh; do
+    if start_wl $w; then
+        p=$WPID
+        check "freeze $w, thaw" $CTL freeze $p --quiet --hold 300
+        stop_wl $w $p
+    fi
+done
+# Threads created and exiting all the time: every freeze must still catch them all.
+rm -f $D/sp.ready $D/sp.stop
+$SPAWNER $D/sp.ready $D/sp.stop >$D/sp.log 2>&1 &
+sp=$!
+wait_file $D/sp.ready 30
+ok=0
+for i in $(seq 10); do $CTL freeze $sp --quiet --hold 100 >$D/sp.freeze 2>&1 && ok=$((ok + 1)) || cat $D/sp.freeze; done
+[ $ok = 10 ] && pass "10 freezes of a thread spawner ($(head -n1 $D/sp.freeze))" || fail "spawner: $ok/10 freezes"
+touch $D/sp.stop; wait $sp; rc=$?
+[ $rc = 0 ] && pass "spawner ran on ($(cat $D/sp.log))" || fail "spawner exit $rc"
+# A second freezer waits for the first and gives up (ETIMEDOUT) without harm.
+if start_wl counters; then
+    p=$WPID
+    $CTL freeze $p --hold-forever >$D/hold3.log 2>&1 &
+    cpid=$!
+    for i in $(seq 100); do grep -q holding $D/hold3.log && break; sleep 0.05; done
+    check "second freezer times out" $CTL freeze $p --timeout 500 --expect-errno 110
+    kill -9 $cpid; wait $cpid 2>/dev/null
+    check "freeze after both freezers are gone" $CTL freeze $p --quiet
+    # A stopped (SIGSTOP) target cannot run its task_work: ETIMEDOUT, then fine.
+    kill -STOP $p
+    check "stopped target: freeze times out" $CTL freeze $p --timeout 500 --expect-errno 110
+    kill -CONT $p
+    check "freeze after SIGCONT" $CTL freeze $p --quiet
+    # Permissions: another uid may not freeze root's process.
+    check "nobody cannot freeze root's process (EPERM)" \
+        setpriv --reuid=65534 --regid=65534 --clear-groups $CTL freeze $p --expect-errno 1
+    stop_wl counters $p
+fi
+# ... but may freeze its own.
+chmod 1777 $D
+rm -f $D/counters.v $D/counters.v.ready $D/counters.v.stop
+setpriv --reuid=65534 --regid=65534 --clear-groups setsid "$WL/counters" --verdict $D/counters.v </dev/null >/dev/null 2>&1 &
+p=$!
+if wait_file $D/counters.v.ready 60; then
+    p=$(sed -n 's/.*pid=\([0-9]*\).*/\1/p' $D/counters.v.ready)
+    check "nobody freezes its own process" setpriv --reuid=65534 --regid=65534 --clear-groups $CTL freeze $p --quiet
+    touch $D/counters.v.stop
+    for i in $(seq 200); do [ -s $D/counters.v ] && break; sleep 0.05; done
+    [ "$(cat $D/counters.v)" = ok ] && pass "counters (nobody) verdict ok" || fail "counters (nobody) verdict $(cat $D/counters.v)"
+else
+    fail "counters as nobody did not start"
+fi
+
 # --- unload -----------------------------------------------------------------------
 check "rmmod stasis_files" rmmod stasis_files
 check "VERSION without files again" $CTL version --expect-no-ext files

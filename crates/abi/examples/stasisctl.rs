@@ -44,6 +44,8 @@ fn ext_list(mask: u64) -> String {
         .join(",")
 }
 
+const MAX_REPORT: usize = 4096;
+
 fn open_dev() -> Result<std::fs::File, String> {
     OpenOptions::new()
         .read(true)
@@ -93,33 +95,54 @@ fn num<T: std::str::FromStr>(s: Option<&String>, what: &str) -> Result<T, String
 
 fn cmd_freeze(args: &[String]) -> Result<(), String> {
     let pid: i32 = num(args.first(), "freeze PID")?;
-    let mut hold_ms = 0u64;
+    let mut hold_ms = 300u64;
     let mut forever = false;
+    let mut quiet = false;
     let mut expect: Option<u32> = None;
+    let mut expect_errno: Option<i32> = None;
+    let mut timeout_ms = 0u32;
     let mut it = args.iter().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
             "--hold" => hold_ms = num(it.next(), "--hold")?,
             "--hold-forever" => forever = true,
+            "--quiet" => quiet = true,
             "--expect-threads" => expect = Some(num(it.next(), "--expect-threads")?),
+            "--expect-errno" => expect_errno = Some(num(it.next(), "--expect-errno")?),
+            "--timeout" => timeout_ms = num(it.next(), "--timeout")?,
             o => return Err(format!("unknown option {o}")),
         }
     }
     let f = open_dev()?;
-    let mut threads = vec![FrozenThread::new_zeroed(); 256];
+    let mut threads = vec![FrozenThread::new_zeroed(); MAX_REPORT];
     let mut a = FreezeArgs {
         pid,
+        timeout_ms,
         max_threads: threads.len() as u32,
         threads: threads.as_mut_ptr() as u64,
         ..FreezeArgs::new_zeroed()
     };
     let t0 = Instant::now();
-    ioc(f.as_raw_fd(), IOC_FREEZE, &mut a as *mut _ as *mut u8).map_err(|e| format!("STASIS_IOC_FREEZE {pid}: errno {e}"))?;
+    let r = ioc(f.as_raw_fd(), IOC_FREEZE, &mut a as *mut _ as *mut u8);
     let frozen_in = t0.elapsed();
+    if let Some(want) = expect_errno {
+        return match r {
+            Err(e) if e == want => {
+                println!("freeze {pid}: errno {e} as expected after {:.3} ms", frozen_in.as_secs_f64() * 1e3);
+                Ok(())
+            }
+            other => Err(format!("freeze {pid}: {other:?}, expected errno {want}")),
+        };
+    }
+    r.map_err(|e| format!("STASIS_IOC_FREEZE {pid}: errno {e}"))?;
     let n = a.nr_threads.min(a.max_threads) as usize;
     println!("frozen pid {pid}: {} threads in {:.3} ms", a.nr_threads, frozen_in.as_secs_f64() * 1e3);
     let mut tids: Vec<i32> = Vec::new();
     for t in threads.iter().take(n) {
+        tids.push(t.tid);
+        if quiet {
+            continue;
+        }
         println!(
             "  tid {:>6} rip {:#014x} rsp {:#014x} rax {:#018x} orig_rax {:>4}{}",
             t.tid,
@@ -129,18 +152,31 @@ fn cmd_freeze(args: &[String]) -> Result<(), String> {
             t.orig_rax as i64,
             if t.flags & FROZEN_IN_SYSCALL_RESTART != 0 { " (in syscall, -ERESTART*)" } else { "" }
         );
-        tids.push(t.tid);
     }
     let _ = std::io::stdout().flush();
-    // Every thread listed in /proc must have been reported.
-    let mut proc_tids: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map_err(|e| format!("/proc/{pid}/task: {e}"))?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    proc_tids.sort();
+    // Every thread listed in /proc must have been reported: a thread that was already
+    // exiting when the freeze began is not parked, and must vanish soon.
     tids.sort();
-    if proc_tids != tids {
-        return Err(format!("reported tids {tids:?} but /proc/{pid}/task has {proc_tids:?}"));
+    let mut waited = 0;
+    loop {
+        let mut proc_tids: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map_err(|e| format!("/proc/{pid}/task: {e}"))?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        proc_tids.sort();
+        let missing: Vec<i32> = proc_tids.iter().filter(|t| tids.binary_search(t).is_err()).copied().collect();
+        let extra: Vec<i32> = tids.iter().filter(|t| proc_tids.binary_search(t).is_err()).copied().collect();
+        if !extra.is_empty() {
+            return Err(format!("reported tids {extra:?} are not in /proc/{pid}/task"));
+        }
+        if missing.is_empty() {
+            break;
+        }
+        if waited >= 100 {
+            return Err(format!("threads {missing:?} of /proc/{pid}/task run on, not reported"));
+        }
+        waited += 1;
+        std::thread::sleep(Duration::from_millis(10));
     }
     if let Some(e) = expect {
         if a.nr_threads != e {
@@ -160,7 +196,7 @@ fn cmd_freeze(args: &[String]) -> Result<(), String> {
         Ok(ut + st)
     };
     let c0 = cpu(pid)?;
-    std::thread::sleep(Duration::from_millis(hold_ms.max(300)));
+    std::thread::sleep(Duration::from_millis(hold_ms));
     let c1 = cpu(pid)?;
     println!("cpu ticks while frozen: {}", c1.saturating_sub(c0));
     if c1 > c0 + 1 {
