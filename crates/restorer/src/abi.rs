@@ -168,6 +168,11 @@ pub struct Thread {
     pub stack_size: u64,
     /// Thread name, NUL terminated.
     pub comm: [u8; 16],
+    /// Park mode: where the restorer copies the frame (on the thread's own
+    /// stack, below its red zone) before parking; the frame was built for
+    /// that address. `frame_len` bytes.
+    pub frame_dst: u64,
+    pub frame_len: u64,
 }
 
 /// A pending signal to queue before the threads run. `tid` 0 = process wide.
@@ -256,5 +261,12 @@ pub struct Args {
     pub go: u32,
     /// Bytes of page data filled (progress, read by nobody after the jump).
     pub filled: u64,
+    /// Park mode (1): every thread copies its frame to its own stack and
+    /// parks; the parent (tracer) unmaps the restorer area and makes each
+    /// thread execute rt_sigreturn through ptrace. 0: each thread calls
+    /// rt_sigreturn itself and the area stays mapped.
+    pub park: u32,
+    /// Number of threads (leader included) that copied their frame and parked.
+    pub parked: u32,
 }
 const _: () = assert!(core::mem::size_of::<StatusMsg>() % 8 == 0);

@@ -354,6 +354,13 @@ extern "C" fn restorer_main(a: *mut Args) -> ! {
     }
 
     // 13. Tell the parent we made it, release the threads, go.
+    if a.park != 0 {
+        copy_frame(&leader);
+        send(a.status_fd, STATUS_READY, 0, 0, a.filled, 0);
+        // SAFETY: closing our status fd.
+        unsafe { syscall3(SYS_CLOSE, a.status_fd as usize, 0, 0) };
+        park(a)
+    }
     send(a.status_fd, STATUS_READY, 0, 0, a.filled, 0);
     // SAFETY: closing our status fd.
     unsafe { syscall3(SYS_CLOSE, a.status_fd as usize, 0, 0) };
@@ -422,14 +429,47 @@ extern "C" fn thread_main(a: *mut Args, t: *const Thread) -> ! {
     // SAFETY: both point into the restorer area, valid for the thread's life.
     let (a, t) = unsafe { (&*a, *t) };
     if let Err((st, e)) = thread_setup(&t) { fail(a, st, e, t.tid as u64, 0) }
+    if a.park != 0 {
+        copy_frame(&t);
+    }
     futex_word(&a.ready).fetch_add(1, Ordering::AcqRel);
     // SAFETY: futex wake on a word of our area.
     unsafe { syscall6(SYS_FUTEX, &a.ready as *const u32 as usize, FUTEX_WAKE_PRIVATE, 1, 0, 0, 0) };
+    if a.park != 0 {
+        park(a)
+    }
     while futex_word(&a.go).load(Ordering::Acquire) == 0 {
         // SAFETY: futex wait on a word of our area.
         unsafe { syscall6(SYS_FUTEX, &a.go as *const u32 as usize, FUTEX_WAIT_PRIVATE, 0, 0, 0, 0) };
     }
     sigreturn(t.frame)
+}
+
+/// Copy the thread's frame to its own stack (word by word: no memcpy call).
+fn copy_frame(t: &Thread) {
+    if t.frame_dst == 0 {
+        return;
+    }
+    let src = t.frame as *const u64;
+    let dst = t.frame_dst as *mut u64;
+    let n = (t.frame_len / 8) as usize;
+    let mut i = 0;
+    while i < n {
+        // SAFETY: the preparer checked both ranges: the frame in our area and
+        // its destination below the thread's stack pointer in restored memory.
+        unsafe { core::ptr::write_volatile(dst.add(i), core::ptr::read_volatile(src.add(i))) };
+        i += 1;
+    }
+}
+
+/// Wait forever: the parent takes over through ptrace, unmaps our area and
+/// points this thread at rt_sigreturn with its frame on its own stack.
+fn park(a: &Args) -> ! {
+    futex_word(&a.parked).fetch_add(1, Ordering::AcqRel);
+    loop {
+        // SAFETY: futex wait on a word of our area that nobody changes.
+        unsafe { syscall6(SYS_FUTEX, &a.go as *const u32 as usize, FUTEX_WAIT_PRIVATE, 0, 0, 0, 0) };
+    }
 }
 
 /// Switch to the prepared frame and let the kernel restore everything from it.

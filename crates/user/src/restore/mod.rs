@@ -13,8 +13,12 @@
 //! 4. We wait for its READY message on the status pipe (or an error from any
 //!    stage before that) and then for its exit.
 //!
-//! Known gap: the restorer area (code, frames, stacks; a few pages) stays
-//! mapped in the restored process (visible in /proc/PID/maps).
+//! 5. Park mode ([`park`]): the restorer threads park with their frames copied
+//!    to their own stacks; we unmap the restorer area through ptrace and make
+//!    each thread run rt_sigreturn, so nothing of the restorer stays mapped.
+//!    Without a vDSO in the image (no `syscall` instruction to borrow), or when
+//!    a thread's stack cannot take its frame, the threads return by
+//!    themselves and the area stays mapped (visible in /proc/PID/maps).
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 
@@ -23,6 +27,7 @@ pub(crate) mod abi;
 mod child;
 mod cpu;
 mod maps;
+mod park;
 mod plan;
 mod sigframe;
 
@@ -366,6 +371,13 @@ pub fn restart(image: &Path, opts: &RestartOpts) -> Result<RestartOutcome, Resto
     } else {
         child_pid
     };
+    if let Some(park) = &prep.park {
+        if let Err(e) = park::finish(pid, park) {
+            close_r();
+            let _ = wait_status(child_pid);
+            return Err(e);
+        }
+    }
     if opts.detach {
         close_r();
         return Ok(RestartOutcome::Detached { pid });

@@ -104,8 +104,19 @@ impl Drop for Area {
     }
 }
 
+/// Park mode: what the parent needs to finish the restart through ptrace.
+pub struct Park {
+    /// Address of a `syscall` instruction in the restored vDSO.
+    pub syscall_insn: u64,
+    /// (tid in the image, frame address on its own stack).
+    pub frames: Vec<(i32, u64)>,
+    pub area_start: u64,
+    pub area_len: u64,
+}
+
 /// The result of preparing a restart.
 pub struct Prepared {
+    pub park: Option<Park>,
     pub plan: ChildPlan,
     pub area: Area,
     pub pid: i32,
@@ -295,6 +306,16 @@ pub fn prepare(img: &ProcessImage<'_>, image_file: &std::fs::File, image_bytes: 
             specials.push(Special { cur: s, len: e - s, tmp: 0, dst });
         }
     }
+    // A `syscall` instruction in the vDSO, at its address in the restored layout
+    // (the parent makes each thread run rt_sigreturn there: park mode).
+    let syscall_insn = match (our_vdso.first(), ovd, ivd) {
+        (Some(&(s, e)), Some(o), Some(i)) => {
+            // SAFETY: our own vDSO text is mapped readable for its whole range.
+            let text = unsafe { std::slice::from_raw_parts(s as *const u8, (e - s) as usize) };
+            text.windows(2).position(|w| w == [0x0f, 0x05]).map(|off| i.0 + (s - o.0) + off as u64)
+        }
+        _ => None,
+    };
     if specials.len() > abi::MAX_SPECIALS {
         return Err(RestoreError::Unsupported(format!("{} vDSO/vvar mappings (at most {})", specials.len(), abi::MAX_SPECIALS)));
     }
@@ -632,6 +653,7 @@ pub fn prepare(img: &ProcessImage<'_>, image_file: &std::fs::File, image_bytes: 
     let area = Area { start, len: total };
     let base = start as *mut u8;
 
+    let park: Option<Park>;
     // ---- fill the area ----
     // SAFETY: the area is ours, RW, `total` bytes; all offsets below are inside it
     // by construction of the layout.
@@ -644,16 +666,36 @@ pub fn prepare(img: &ProcessImage<'_>, image_file: &std::fs::File, image_bytes: 
         std::ptr::copy_nonoverlapping(timers.as_ptr(), wr(o_timers) as *mut PosixTimer, timers.len());
         std::ptr::copy_nonoverlapping(auxv.as_ptr(), wr(o_auxv) as *mut u64, auxv.len());
         let mut ts: Vec<Thread> = Vec::with_capacity(nthreads);
+        let mut park_frames: Vec<(i32, u64)> = Vec::new();
+        let mut park_ok = true;
         for (k, &i) in order.iter().enumerate() {
             let t = &img.threads[i];
             let faddr = start + o_frames + (k * fbytes) as u64;
+            // Park mode: the frame will live on the thread's own stack, below
+            // the red zone, as the kernel itself places signal frames.
+            let dst = if syscall_insn.is_some() {
+                let d = t.rec.regs.rsp.wrapping_sub(128 + fbytes as u64) & !63;
+                let in_vma = img.vmas.iter().any(|v| {
+                    v.rec.prot & 3 == 3 && v.rec.start <= d && d + fbytes as u64 <= v.rec.end
+                        || v.rec.flags & vma_flags::GROWSDOWN != 0 && d < v.rec.end && t.rec.regs.rsp > v.rec.start && t.rec.regs.rsp <= v.rec.end
+                });
+                if in_vma { d } else { 0 }
+            } else {
+                0
+            };
+            if dst != 0 {
+                park_frames.push((t.rec.tid as i32, dst));
+            } else {
+                park_ok = false;
+            }
             let fbuf = std::slice::from_raw_parts_mut(wr(o_frames + (k * fbytes) as u64), fbytes);
             let xs = t.xstate.as_ref().map(|x| sigframe::Xsave {
                 area: x.area,
                 size: cpu::area_size_for(x.rec.xstate_bv) as usize,
                 features: x.rec.xstate_bv | 3,
             });
-            let frame = sigframe::build(fbuf, faddr, &t.rec, xs.as_ref());
+            let frame = sigframe::build(fbuf, if dst != 0 { dst } else { faddr }, &t.rec, xs.as_ref());
+            let frame = if dst != 0 { faddr } else { frame };
             let (stack, stack_size) = if k == 0 {
                 (start + o_stacks, LEADER_STACK)
             } else {
@@ -679,7 +721,26 @@ pub fn prepare(img: &ProcessImage<'_>, image_file: &std::fs::File, image_bytes: 
                 stack,
                 stack_size,
                 comm,
+                frame_dst: dst,
+                frame_len: fbytes as u64,
             });
+        }
+        if !park_ok {
+            // Some thread's stack cannot take its frame: every thread returns by
+            // itself from the area (which then stays mapped).
+            for (k, t) in ts.iter_mut().enumerate() {
+                let faddr = start + o_frames + (k * fbytes) as u64;
+                let i = order[k];
+                let th = &img.threads[i];
+                let fbuf = std::slice::from_raw_parts_mut(wr(o_frames + (k * fbytes) as u64), fbytes);
+                let xs = th.xstate.as_ref().map(|x| sigframe::Xsave {
+                    area: x.area,
+                    size: cpu::area_size_for(x.rec.xstate_bv) as usize,
+                    features: x.rec.xstate_bv | 3,
+                });
+                t.frame = sigframe::build(fbuf, faddr, &th.rec, xs.as_ref());
+                t.frame_dst = 0;
+            }
         }
         std::ptr::copy_nonoverlapping(ts.as_ptr(), wr(o_threads) as *mut Thread, nthreads);
         let mut sp = [Special::default(); abi::MAX_SPECIALS];
@@ -734,6 +795,12 @@ pub fn prepare(img: &ProcessImage<'_>, image_file: &std::fs::File, image_bytes: 
             ready: 0,
             go: 0,
             filled: 0,
+            park: u32::from(park_ok && syscall_insn.is_some()),
+            parked: 0,
+        };
+        park = match syscall_insn {
+            Some(insn) if park_ok => Some(Park { syscall_insn: insn, frames: park_frames, area_start: start, area_len: total }),
+            _ => None,
         };
         std::ptr::write(wr(o_args) as *mut Args, args);
         // Code pages: read + exec.
@@ -773,7 +840,7 @@ pub fn prepare(img: &ProcessImage<'_>, image_file: &std::fs::File, image_bytes: 
         stack_top: start + o_stacks + LEADER_STACK,
         entry: start + RESTORER_ENTRY as u64,
     };
-    Ok(Prepared { plan, area, pid, tids, page_bytes, parent_close })
+    Ok(Prepared { park, plan, area, pid, tids, page_bytes, parent_close })
 }
 
 /// Helper: OsStr from raw bytes.
