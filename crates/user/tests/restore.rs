@@ -213,3 +213,81 @@ fn truncated_image_is_refused() {
     assert!(matches!(e, RestoreError::Image(_)), "{e}");
     let _ = ThreadRec::default();
 }
+
+/// A restarted process can be checkpointed again, and the per-thread kernel
+/// state the restorer sets (rseq, robust list, clear_child_tid, TLS bases,
+/// masks, altstacks, names) comes back identical in the second image; the
+/// second image restarts too.
+#[test]
+fn restarted_process_checkpoints_again_identically() {
+    let _g = lock();
+    let dir = tempfile::tempdir_in("/tmp").expect("tempdir");
+    let name = "tls";
+    let (img1, paths, pid) = dump(name, dir.path());
+    let out = restart(&img1, &RestartOpts { detach: true, ..Default::default() }).expect("restart");
+    assert_eq!(out, RestartOutcome::Detached { pid: pid as i32 });
+    std::thread::sleep(Duration::from_millis(100));
+    let img2 = dir.path().join("image2");
+    let f = BufWriter::new(File::create(&img2).expect("create"));
+    let (frozen, f, _) = checkpoint(pid as i32, f, None).expect("checkpoint of the restarted process");
+    drop(f.into_inner().expect("flush"));
+    frozen.release(After::Kill).expect("kill");
+    let mut st = 0;
+    // SAFETY: reaping our own child.
+    unsafe { libc::waitpid(pid as i32, &mut st, 0) };
+
+    let (b1, b2) = (std::fs::read(&img1).unwrap(), std::fs::read(&img2).unwrap());
+    let (i1, i2) = (ProcessImage::parse(&b1, &ParseOptions::ALL).unwrap(), ProcessImage::parse(&b2, &ParseOptions::ALL).unwrap());
+    assert_eq!(i1.threads.len(), i2.threads.len());
+    for t1 in &i1.threads {
+        let t2 = i2.threads.iter().find(|t| t.rec.tid == t1.rec.tid).expect("same tid in the second image");
+        let (a, b) = (&t1.rec, &t2.rec);
+        assert_eq!((a.rseq_addr, a.rseq_len, a.rseq_sig), (b.rseq_addr, b.rseq_len, b.rseq_sig), "rseq of {}", a.tid);
+        assert_eq!((a.robust_list, a.robust_list_len), (b.robust_list, b.robust_list_len), "robust list of {}", a.tid);
+        assert_eq!(a.clear_child_tid, b.clear_child_tid, "clear_child_tid of {}", a.tid);
+        assert_eq!((a.regs.fs_base, a.regs.gs_base), (b.regs.fs_base, b.regs.gs_base), "TLS of {}", a.tid);
+        assert_eq!(a.sigmask, b.sigmask, "mask of {}", a.tid);
+        assert_eq!((a.altstack_sp, a.altstack_size), (b.altstack_sp, b.altstack_size), "altstack of {}", a.tid);
+        assert_eq!(a.comm, b.comm, "name of {}", a.tid);
+    }
+    assert_eq!(i1.mm.rec, i2.mm.rec, "mm fields");
+    assert_eq!(i1.mm.auxv, i2.mm.auxv, "auxv");
+    assert_eq!(i1.mm.exe, i2.mm.exe, "exe");
+    assert_eq!(i1.sigactions, i2.sigactions, "signal dispositions");
+    assert_eq!(i1.process.comm, i2.process.comm);
+    let v1: Vec<(u64, u64, u32, u32)> = i1.vmas.iter().map(|v| (v.rec.start, v.rec.end, v.rec.prot, v.rec.kind)).collect();
+    let v2: Vec<(u64, u64, u32, u32)> = i2.vmas.iter().map(|v| (v.rec.start, v.rec.end, v.rec.prot, v.rec.kind)).collect();
+    // Adjacent VMAs may merge after the restart: compare covered bytes per prot/kind.
+    let total = |v: &[(u64, u64, u32, u32)]| v.iter().map(|x| x.1 - x.0).sum::<u64>();
+    assert_eq!(total(&v1), total(&v2), "\n{v1:x?}\n{v2:x?}");
+
+    // And the second image runs to an ok verdict.
+    let _ = std::fs::remove_file(&paths.verdict);
+    let h = std::thread::spawn(move || restart(&img2, &RestartOpts::default()));
+    std::thread::sleep(Duration::from_millis(200));
+    request_stop(&paths.stop).expect("stop");
+    let v = wait_verdict(&paths.verdict, T).expect("verdict");
+    assert_eq!(v.trim(), "ok");
+    assert!(matches!(h.join().unwrap(), Ok(RestartOutcome::Exited { code: Some(0), .. })));
+}
+
+/// A failure inside the restorer (after the old address space is gone) comes
+/// back as a clear error naming the stage, and the half-made process is gone.
+#[test]
+fn restorer_failure_is_reported() {
+    let _g = lock();
+    let dir = tempfile::tempdir_in("/tmp").expect("tempdir");
+    let (img, _, pid) = dump("counters", dir.path());
+    let p = write_patched(dir.path(), &img, |b| {
+        patch(b, kind::MM, 0, |pl| {
+            let (mut m, _) = stasis_image::records::MmRec::read_from_prefix(pl).unwrap();
+            m.brk = m.start_brk - 4096; // PR_SET_MM_MAP refuses brk < start_brk
+            pl[..std::mem::size_of::<stasis_image::records::MmRec>()].copy_from_slice(m.as_bytes());
+        })
+    });
+    let e = restart(&p, &RestartOpts::default()).unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, RestoreError::Child { errno: libc::EINVAL, .. }), "{msg}");
+    assert!(msg.contains("PR_SET_MM_MAP"), "{msg}");
+    assert!(!Path::new(&format!("/proc/{pid}")).exists(), "the failed process is still there");
+}
