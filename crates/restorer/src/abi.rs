@@ -47,6 +47,7 @@ pub mod stage {
     pub const THREAD_NAME: u32 = 116;
     pub const CLOSE_FD: u32 = 117;
     pub const MLOCK: u32 = 118;
+    pub const CAPSET: u32 = 119;
 
     /// Human name of a restorer stage.
     pub fn name(s: u32) -> &'static str {
@@ -70,6 +71,7 @@ pub mod stage {
             THREAD_NAME => "prctl(PR_SET_NAME)",
             CLOSE_FD => "closing a restorer fd",
             MLOCK => "mlock",
+            CAPSET => "capset (lowering capabilities)",
             _ => "unknown restorer stage",
         }
     }
@@ -268,5 +270,11 @@ pub struct Args {
     pub park: u32,
     /// Number of threads (leader included) that copied their frame and parked.
     pub parked: u32,
+    /// 1: every thread lowers its capabilities to `caps` (effective,
+    /// permitted, inheritable) at the end of its setup (never raised: the
+    /// preparer only ever clears bits).
+    pub set_caps: u32,
+    pub _pad1: u32,
+    pub caps: [u64; 3],
 }
 const _: () = assert!(core::mem::size_of::<StatusMsg>() % 8 == 0);

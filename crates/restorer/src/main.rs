@@ -354,6 +354,7 @@ extern "C" fn restorer_main(a: *mut Args) -> ! {
     }
 
     // 13. Tell the parent we made it, release the threads, go.
+    if let Err((st, e)) = lower_caps(a) { fail(a, st, e, leader.tid as u64, 0) }
     if a.park != 0 {
         copy_frame(&leader);
         send(a.status_fd, STATUS_READY, 0, 0, a.filled, 0);
@@ -400,6 +401,20 @@ fn futex_word(w: &u32) -> &AtomicU32 {
     unsafe { &*(w as *const u32 as *const AtomicU32) }
 }
 
+/// Lower this thread's capabilities (capset acts on the calling thread only).
+fn lower_caps(a: &Args) -> Result<(), (u32, i32)> {
+    if a.set_caps == 0 {
+        return Ok(());
+    }
+    // _LINUX_CAPABILITY_VERSION_3, pid 0 = self.
+    let hdr: [u32; 2] = [0x2008_0522, 0];
+    let [e, p, i] = a.caps;
+    let data: [u32; 6] = [e as u32, p as u32, i as u32, (e >> 32) as u32, (p >> 32) as u32, (i >> 32) as u32];
+    // SAFETY: hdr and data are the v3 capset structures.
+    let r = unsafe { syscall3(SYS_CAPSET, hdr.as_ptr() as usize, data.as_ptr() as usize, 0) };
+    check(r).map(|_| ()).map_err(|e| (stage::CAPSET, e))
+}
+
 /// Per thread kernel state that only the thread itself can set.
 fn thread_setup(t: &Thread) -> Result<(), (u32, i32)> {
     // SAFETY: arch_prctl with integer arguments; we never use fs/gs ourselves.
@@ -429,6 +444,7 @@ extern "C" fn thread_main(a: *mut Args, t: *const Thread) -> ! {
     // SAFETY: both point into the restorer area, valid for the thread's life.
     let (a, t) = unsafe { (&*a, *t) };
     if let Err((st, e)) = thread_setup(&t) { fail(a, st, e, t.tid as u64, 0) }
+    if let Err((st, e)) = lower_caps(a) { fail(a, st, e, t.tid as u64, 0) }
     if a.park != 0 {
         copy_frame(&t);
     }

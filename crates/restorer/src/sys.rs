@@ -18,6 +18,7 @@ pub const SYS_EXIT: usize = 60;
 pub const SYS_RT_SIGQUEUEINFO: usize = 129;
 pub const SYS_MLOCK: usize = 149;
 pub const SYS_PRCTL: usize = 157;
+pub const SYS_CAPSET: usize = 126;
 pub const SYS_ARCH_PRCTL: usize = 158;
 pub const SYS_GETTID: usize = 186;
 pub const SYS_FUTEX: usize = 202;

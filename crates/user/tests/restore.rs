@@ -291,3 +291,56 @@ fn restorer_failure_is_reported() {
     assert!(msg.contains("PR_SET_MM_MAP"), "{msg}");
     assert!(!Path::new(&format!("/proc/{pid}")).exists(), "the failed process is still there");
 }
+
+fn cap_eff(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let l = s.lines().find_map(|l| l.strip_prefix("CapEff:")).expect("CapEff");
+    u64::from_str_radix(l.trim(), 16).expect("hex")
+}
+
+/// Capabilities are never raised: a workload running without CAP_NET_RAW
+/// comes back without it although we (root) have it.
+#[test]
+fn capabilities_are_not_raised() {
+    use std::os::unix::process::CommandExt;
+    let _g = lock();
+    let dir = tempfile::tempdir_in("/tmp").expect("tempdir");
+    let (mut cmd, paths) = Workload::command("counters", dir.path(), &[]).expect("command");
+    // SAFETY: prctl is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_CAPBSET_DROP, 13 /* CAP_NET_RAW */, 0, 0, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("spawn");
+    let pid = child.id();
+    stasis_workloads::wait_ready(&paths.ready, T).expect("ready");
+    let before = cap_eff(pid);
+    assert_eq!(before & (1 << 13), 0);
+    let img = dir.path().join("image");
+    let f = BufWriter::new(File::create(&img).expect("create image"));
+    let (frozen, f, _) = checkpoint(pid as i32, f, None).expect("checkpoint");
+    drop(f.into_inner().expect("flush"));
+    frozen.release(After::Kill).expect("kill");
+    child.wait().expect("reap");
+    assert_ne!(cap_eff(std::process::id()) & (1 << 13), 0, "the test must run with CAP_NET_RAW");
+
+    let out = restart(&img, &RestartOpts { detach: true, ..Default::default() }).expect("restart");
+    assert_eq!(out, RestartOutcome::Detached { pid: pid as i32 });
+    assert_eq!(cap_eff(pid), before, "capabilities after restart");
+    for e in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let tid = e.unwrap().file_name();
+        let s = std::fs::read_to_string(format!("/proc/{pid}/task/{}/status", tid.to_str().unwrap())).unwrap();
+        let l = s.lines().find_map(|l| l.strip_prefix("CapEff:")).unwrap();
+        assert_eq!(u64::from_str_radix(l.trim(), 16).unwrap(), before, "thread {tid:?}");
+    }
+    request_stop(&paths.stop).expect("stop");
+    assert_eq!(wait_verdict(&paths.verdict, T).expect("verdict").trim(), "ok");
+    let mut st = 0;
+    // SAFETY: reaping our own child.
+    unsafe { libc::waitpid(pid as i32, &mut st, 0) };
+    assert!(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0);
+}

@@ -523,6 +523,20 @@ pub fn child_main(plan: &ChildPlan) -> ! {
         }
     }
 
+    if plan.dumpable <= 1 {
+        // SAFETY: prctl with integer arguments.
+        unsafe { libc::prctl(libc::PR_SET_DUMPABLE, plan.dumpable as libc::c_ulong, 0, 0, 0) };
+    }
+    // Nice value (inherited by the threads): only ever lowered in priority.
+    // SAFETY: get/setpriority on ourselves.
+    unsafe {
+        *libc::__errno_location() = 0;
+        let cur = libc::getpriority(libc::PRIO_PROCESS, 0);
+        if (-20..=19).contains(&plan.nice) && plan.nice >= cur {
+            libc::setpriority(libc::PRIO_PROCESS, 0, plan.nice);
+        }
+    }
+
     // Signal dispositions (all signals are blocked until rt_sigreturn).
     for (sig, act) in &plan.sigactions {
         // SAFETY: act is a kernel struct sigaction (handler, flags, restorer, mask).

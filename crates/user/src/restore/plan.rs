@@ -81,6 +81,8 @@ pub struct ChildPlan {
     pub root: Option<CString>,
     pub umask: u32,
     pub personality: Option<u32>,
+    pub dumpable: u32,
+    pub nice: i32,
     pub sigactions: Vec<(i32, [u64; 4])>,
     pub rlimits: Vec<(u32, u64, u64)>,
     pub args: *mut Args,
@@ -653,6 +655,24 @@ pub fn prepare(img: &ProcessImage<'_>, image_file: &std::fs::File, image_bytes: 
     let area = Area { start, len: total };
     let base = start as *mut u8;
 
+    // Capabilities: never more than ours, never more than the image had.
+    let caps = {
+        let hdr: [u32; 2] = [0x2008_0522, 0];
+        let mut d = [0u32; 6];
+        // SAFETY: v3 capget structures.
+        let r = unsafe { libc::syscall(libc::SYS_capget, hdr.as_ptr(), d.as_mut_ptr()) };
+        if r < 0 {
+            return Err(RestoreError::sys("capget", std::io::Error::last_os_error()));
+        }
+        let ours = [
+            u64::from(d[0]) | u64::from(d[3]) << 32,
+            u64::from(d[1]) | u64::from(d[4]) << 32,
+            u64::from(d[2]) | u64::from(d[5]) << 32,
+        ];
+        let p = &img.process;
+        let want = [p.cap_effective & ours[0], p.cap_permitted & ours[1], p.cap_inheritable & ours[2]];
+        if want == ours { None } else { Some(want) }
+    };
     let park: Option<Park>;
     // ---- fill the area ----
     // SAFETY: the area is ours, RW, `total` bytes; all offsets below are inside it
@@ -797,6 +817,9 @@ pub fn prepare(img: &ProcessImage<'_>, image_file: &std::fs::File, image_bytes: 
             filled: 0,
             park: u32::from(park_ok && syscall_insn.is_some()),
             parked: 0,
+            set_caps: u32::from(caps.is_some()),
+            _pad1: 0,
+            caps: caps.unwrap_or([0; 3]),
         };
         park = match syscall_insn {
             Some(insn) if park_ok => Some(Park { syscall_insn: insn, frames: park_frames, area_start: start, area_len: total }),
@@ -831,6 +854,8 @@ pub fn prepare(img: &ProcessImage<'_>, image_file: &std::fs::File, image_bytes: 
         root,
         umask: img.fs.umask,
         personality: Some(img.process.personality),
+        dumpable: img.process.dumpable,
+        nice: img.process.nice as i32 - 20,
         sigactions,
         rlimits,
         args: (start + o_args) as *mut Args,
