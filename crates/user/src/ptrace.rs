@@ -296,6 +296,105 @@ pub fn find_syscall_insn(pid: i32, vdso_start: u64, vdso_end: u64) -> io::Result
         .ok_or_else(|| io::Error::other(format!("no syscall instruction in the vDSO of {pid}")))
 }
 
+/// The injection gadget written into unused vDSO padding:
+/// `syscall; mov $15, %rax; syscall` — the injected call, then
+/// rt_sigreturn. A thread parked on it with `rsp` just above a prepared
+/// signal frame returns to its original context by itself if the tracer
+/// dies at any point of an injection (ptrace then detaches it and it runs
+/// on through the gadget).
+pub const GADGET: [u8; 16] = [
+    0x0f, 0x05, // syscall
+    0x48, 0xc7, 0xc0, 0x0f, 0x00, 0x00, 0x00, // mov $15 (rt_sigreturn), %rax
+    0x0f, 0x05, // syscall
+    0xcc, 0xcc, 0xcc, 0xcc, 0xcc, // int3 (never reached)
+];
+
+/// `__NR_restart_syscall`.
+const NR_RESTART_SYSCALL: u64 = 219;
+/// `__NR_getpid`: harmless call a parked thread runs if the tracer dies
+/// before the first injected call.
+const NR_GETPID: i64 = 39;
+
+/// Registers a *live* thread gets when it leaves a stop without handling a
+/// signal: the kernel's restart fixup, restart_block included (it survives
+/// in a live thread), orig_rax = -1.
+pub fn live_restart_regs(r: &UserRegs) -> UserRegs {
+    let mut f = *r;
+    if (r.orig_rax as i64) >= 0 {
+        match -(r.rax as i64) {
+            sys::ERESTARTSYS | sys::ERESTARTNOINTR | sys::ERESTARTNOHAND => {
+                f.rax = r.orig_rax;
+                f.rip = r.rip.wrapping_sub(2);
+            }
+            sys::ERESTART_RESTARTBLOCK => {
+                f.rax = NR_RESTART_SYSCALL;
+                f.rip = r.rip.wrapping_sub(2);
+            }
+            _ => {}
+        }
+        f.orig_rax = u64::MAX;
+    }
+    f
+}
+
+/// Size of `struct rt_sigframe` on x86_64 (pretcode, ucontext, siginfo).
+pub const RT_SIGFRAME_SIZE: usize = 440;
+const FP_XSTATE_MAGIC1: u32 = 0x4650_5853;
+const FP_XSTATE_MAGIC2: u32 = 0x4650_5845;
+
+/// Build an x86_64 `struct rt_sigframe` (440 bytes) that rt_sigreturn turns
+/// into `regs` (cs/ss from `regs`, fs/gs bases untouched by the kernel),
+/// blocked mask `sigmask`, and the XSAVE area at `fpstate_addr` (0: none).
+/// The sigaltstack is left alone (uc_stack carries an invalid mode, which
+/// rt_sigreturn ignores). rt_sigreturn finds the frame at `rsp - 8`.
+pub fn build_sigframe(regs: &UserRegs, sigmask: u64, fpstate_addr: u64) -> Vec<u8> {
+    let mut b = vec![0u8; RT_SIGFRAME_SIZE];
+    let mut put = |off: usize, v: u64| b[off..off + 8].copy_from_slice(&v.to_le_bytes());
+    const UC: usize = 8;
+    const MC: usize = UC + 40;
+    // UC_FP_XSTATE | UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS
+    put(UC, if fpstate_addr != 0 { 7 } else { 6 });
+    put(UC + 16, 0); // uc_stack.ss_sp
+    put(UC + 24, 4); // uc_stack.ss_flags: invalid mode, so restore_altstack changes nothing
+    put(UC + 32, 0); // uc_stack.ss_size
+    let r = regs;
+    for (i, v) in [
+        r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15, r.rdi, r.rsi, r.rbp, r.rbx, r.rdx, r.rax, r.rcx,
+        r.rsp, r.rip, r.eflags,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        put(MC + 8 * i, v);
+    }
+    // cs, gs, fs, ss (u16 each) at 144.
+    let segs = (r.cs & 0xffff) | ((r.ss & 0xffff) << 48);
+    put(MC + 144, segs);
+    put(MC + 168, sigmask); // oldmask
+    put(MC + 184, fpstate_addr);
+    put(UC + 296, sigmask); // uc_sigmask
+    b
+}
+
+/// An NT_X86_XSTATE area turned into a signal-frame fpstate: the software
+/// bytes at 464 (magic1, extended size, xfeatures, xstate size) and magic2
+/// after the area. Place it 64-byte aligned.
+pub fn xstate_to_fpstate(area: &[u8]) -> Vec<u8> {
+    let size = area.len();
+    let xcr0 = xstate_xcr0(area).unwrap_or(3);
+    let mut b = Vec::with_capacity(size + 4);
+    b.extend_from_slice(area);
+    if size >= 512 {
+        b[464..512].fill(0);
+        b[464..468].copy_from_slice(&FP_XSTATE_MAGIC1.to_le_bytes());
+        b[468..472].copy_from_slice(&((size + 4) as u32).to_le_bytes());
+        b[472..480].copy_from_slice(&xcr0.to_le_bytes());
+        b[480..484].copy_from_slice(&(size as u32).to_le_bytes());
+    }
+    b.extend_from_slice(&FP_XSTATE_MAGIC2.to_le_bytes());
+    b
+}
+
 /// Errors of an injected system call.
 #[derive(Debug, thiserror::Error)]
 pub enum InjectError {
@@ -305,7 +404,7 @@ pub enum InjectError {
     Exited { tid: i32, status: WaitStatus },
     #[error("thread {tid}: unexpected stop {status:?} during an injected system call")]
     Unexpected { tid: i32, status: WaitStatus },
-    #[error("thread {tid}: scratch memory at {addr:#x} not accessible: {source}")]
+    #[error("thread {tid}: stack memory at {addr:#x} not accessible: {source}")]
     Scratch { tid: i32, addr: u64, source: io::Error },
 }
 
@@ -320,42 +419,180 @@ pub struct Injector {
     pub pid: i32,
     /// Address of a `syscall` instruction in the target (see [`find_syscall_insn`]).
     pub syscall_insn: u64,
+    /// Address of [`GADGET`] in the target, when installed: makes every
+    /// session safe against the death of the tracer.
+    pub gadget: Option<u64>,
+}
+
+/// End of the ELF file image inside a vDSO mapping (`buf` = its bytes):
+/// everything after it is padding that is never executed.
+fn elf_image_end(buf: &[u8]) -> Option<usize> {
+    if buf.get(..4)? != b"\x7fELF" {
+        return None;
+    }
+    let u16at = |o: usize| buf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
+    let u64at = |o: usize| buf.get(o..o + 8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
+    let phoff = u64at(0x20)? as usize;
+    let shoff = u64at(0x28)? as usize;
+    let (phentsize, phnum) = (u16at(0x36)?, u16at(0x38)?);
+    let (shentsize, shnum) = (u16at(0x3a)?, u16at(0x3c)?);
+    let mut end = shoff.checked_add(shentsize.checked_mul(shnum)?)?.max(phoff + phentsize * phnum);
+    for i in 0..phnum {
+        let ph = phoff + i * phentsize;
+        let off = u64at(ph + 8)? as usize;
+        let filesz = u64at(ph + 32)? as usize;
+        end = end.max(off.checked_add(filesz)?);
+    }
+    for i in 0..shnum {
+        let sh = shoff + i * shentsize;
+        let typ = buf.get(sh + 4..sh + 8).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))?;
+        if typ == 8 {
+            continue; // SHT_NOBITS
+        }
+        let off = u64at(sh + 24)? as usize;
+        let size = u64at(sh + 32)? as usize;
+        end = end.max(off.checked_add(size)?);
+    }
+    Some(end)
+}
+
+impl Injector {
+    /// Prepare injection into `pid` through its stopped tracee `tid`: find a
+    /// `syscall` instruction in the vDSO and, when the vDSO has room in its
+    /// trailing padding, write [`GADGET`] there (PTRACE_POKEDATA). Undo with
+    /// [`Injector::uninstall`] (leaving the gadget behind is harmless: it
+    /// sits in padding no code jumps to).
+    pub fn install(pid: i32, tid: i32, vdso_start: u64, vdso_end: u64) -> io::Result<Injector> {
+        let syscall_insn = find_syscall_insn(pid, vdso_start, vdso_end)?;
+        let len = (vdso_end - vdso_start) as usize;
+        let mut buf = vec![0u8; len];
+        let n = sys::vm_read(pid, &mut buf, &[(vdso_start, len)])?;
+        buf.truncate(n);
+        let mut gadget = None;
+        if let Some(end) = elf_image_end(&buf) {
+            let at = (end + 15) & !15;
+            if let Some(slot) = buf.get(at..at + GADGET.len()) {
+                // Zeros, or (part of) a gadget left by a checkpointer that
+                // died while writing or removing it.
+                let free = slot
+                    .chunks_exact(8)
+                    .zip(GADGET.chunks_exact(8))
+                    .all(|(w, g)| w.iter().all(|&b| b == 0) || w == g);
+                if free {
+                    let addr = vdso_start + at as u64;
+                    for (i, w) in GADGET.chunks_exact(8).enumerate() {
+                        let word = u64::from_le_bytes(w.try_into().unwrap_or([0xcc; 8]));
+                        sys::ptrace_poke(tid, addr + 8 * i as u64, word)
+                            .map_err(|e| io::Error::new(e.kind(), format!("writing the injection gadget: {e}")))?;
+                    }
+                    gadget = Some(addr);
+                }
+            }
+        }
+        Ok(Injector { pid, syscall_insn, gadget })
+    }
+
+    /// Put the vDSO padding back (zeros) through stopped tracee `tid`.
+    pub fn uninstall(&self, tid: i32) -> io::Result<()> {
+        if let Some(addr) = self.gadget {
+            for i in 0..GADGET.len() / 8 {
+                sys::ptrace_poke(tid, addr + 8 * i as u64, 0)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Start a session on `tid`, which must be in a ptrace stop from which
+    /// it goes back through the signal path (interrupt stop or group stop).
+    ///
+    /// With the gadget installed, a signal frame holding the thread's
+    /// context (after the live restart fixup), signal mask and XSAVE area is
+    /// written below its red zone and the thread is parked on the gadget
+    /// before anything else changes: if the tracer dies from here on, the
+    /// thread runs the pending call and rt_sigreturns to where it was.
+    /// Blocks every signal for the session unless the thread sits in a call
+    /// that swaps the signal mask (see [`swaps_sigmask`]).
+    pub fn session(&self, tid: i32) -> Result<Session, InjectError> {
+        let orig = get_regs(tid).map_err(pt(tid, "get registers"))?;
+        let mask = get_sigmask(tid).map_err(pt(tid, "get sigmask"))?;
+        let mut s = Session {
+            inj: *self,
+            tid,
+            orig,
+            orig_mask: mask,
+            blocked: false,
+            parked: None,
+            saved_stack: None,
+            held: Vec::new(),
+            done: false,
+        };
+        if let Some(g) = self.gadget {
+            let xstate = get_xstate(tid).map_err(pt(tid, "get xstate"))?;
+            let top = orig.rsp.wrapping_sub(128);
+            let fp = xstate_to_fpstate(&xstate);
+            let fp_addr = top.wrapping_sub(fp.len() as u64) & !63;
+            let frame = fp_addr.wrapping_sub(RT_SIGFRAME_SIZE as u64) & !63;
+            let region = (top - frame) as usize;
+            let mut saved = vec![0u8; region];
+            let ok = matches!(sys::vm_read(self.pid, &mut saved, &[(frame, region)]), Ok(n) if n == region);
+            if ok {
+                let live = live_restart_regs(&orig);
+                let mut img = vec![0u8; region];
+                img[..RT_SIGFRAME_SIZE].copy_from_slice(&build_sigframe(&live, mask, fp_addr));
+                let fo = (fp_addr - frame) as usize;
+                img[fo..fo + fp.len()].copy_from_slice(&fp);
+                let w = sys::vm_write(self.pid, frame, &img)
+                    .map_err(|source| InjectError::Scratch { tid, addr: frame, source })?;
+                if w != region {
+                    let _ = sys::vm_write(self.pid, frame, &saved[..w]);
+                    return Err(InjectError::Scratch { tid, addr: frame, source: io::Error::other("short write") });
+                }
+                s.saved_stack = Some((frame, saved));
+                let mut p = orig;
+                p.rip = g;
+                p.rsp = frame + 8;
+                p.rax = NR_GETPID as u64;
+                p.orig_rax = u64::MAX;
+                set_regs(tid, &p).map_err(pt(tid, "park on the gadget"))?;
+                s.parked = Some(p);
+            }
+            // else: no room on the stack; fall back to plain injection.
+        }
+        if !swaps_sigmask(orig.orig_rax) {
+            set_sigmask(tid, !0u64).map_err(pt(tid, "block signals"))?;
+            s.blocked = true;
+        }
+        Ok(s)
+    }
 }
 
 /// An injection session on one thread (see the module doc). Created by
 /// [`Injector::session`]; call [`Session::finish`] to put the thread back.
-/// If dropped without `finish`, it restores the registers best effort.
+/// If dropped without `finish`, it restores the thread best effort.
 pub struct Session {
     inj: Injector,
     tid: i32,
     orig: UserRegs,
-    orig_mask: Option<u64>,
+    orig_mask: u64,
+    blocked: bool,
+    /// Registers of the thread parked on the gadget (safe mode).
+    parked: Option<UserRegs>,
+    /// Stack bytes under the signal frame, put back at the end.
+    saved_stack: Option<(u64, Vec<u8>)>,
     /// Signals that arrived during the session and were held back.
     held: Vec<i32>,
     done: bool,
-}
-
-impl Injector {
-    /// Start a session on `tid`, which must be in a ptrace stop from which
-    /// it goes back through the signal path (interrupt stop or group stop).
-    /// Blocks every signal in the thread for the session's duration unless it
-    /// sits in a call that swaps the signal mask (see [`swaps_sigmask`]).
-    pub fn session(&self, tid: i32) -> Result<Session, InjectError> {
-        let orig = get_regs(tid).map_err(pt(tid, "get registers"))?;
-        let mut orig_mask = None;
-        if !swaps_sigmask(orig.orig_rax) {
-            let m = get_sigmask(tid).map_err(pt(tid, "get sigmask"))?;
-            set_sigmask(tid, !0u64).map_err(pt(tid, "block signals"))?;
-            orig_mask = Some(m);
-        }
-        Ok(Session { inj: *self, tid, orig, orig_mask, held: Vec::new(), done: false })
-    }
 }
 
 impl Session {
     /// The thread's registers as they were when the session started.
     pub fn original_regs(&self) -> &UserRegs {
         &self.orig
+    }
+
+    /// Whether the session survives the death of the tracer (gadget mode).
+    pub fn is_safe(&self) -> bool {
+        self.parked.is_some()
     }
 
     /// Resume with PTRACE_SYSCALL until a syscall stop; signal stops on the
@@ -368,11 +605,9 @@ impl Session {
             match st {
                 WaitStatus::Stopped { sig, event: 0 } if sig == (libc::SIGTRAP | 0x80) => return Ok(()),
                 WaitStatus::Stopped { event: event::STOP, .. } => {
-                    // Group stop or a late interrupt: go on.
                     syscall(tid, 0).map_err(pt(tid, "PTRACE_SYSCALL"))?;
                 }
                 WaitStatus::Stopped { sig, event: 0 } => {
-                    // Signal-delivery stop: hold it, re-send it at finish.
                     self.held.push(sig);
                     syscall(tid, 0).map_err(pt(tid, "PTRACE_SYSCALL"))?;
                 }
@@ -389,8 +624,14 @@ impl Session {
     /// (negative errno on failure).
     pub fn syscall(&mut self, nr: i64, args: [u64; 6]) -> Result<i64, InjectError> {
         let tid = self.tid;
-        let mut r = self.orig;
-        r.rip = self.inj.syscall_insn;
+        let mut r = match self.parked {
+            Some(p) => p,
+            None => {
+                let mut r = self.orig;
+                r.rip = self.inj.syscall_insn;
+                r
+            }
+        };
         r.rax = nr as u64;
         r.orig_rax = u64::MAX; // no restart fixup on the way out of the stop
         r.rdi = args[0];
@@ -403,22 +644,30 @@ impl Session {
         self.step_to_syscall_stop()?; // entry
         let at = get_regs(tid).map_err(pt(tid, "get registers at entry"))?;
         if at.orig_rax != nr as u64 {
-            return Err(InjectError::Unexpected { tid, status: WaitStatus::Stopped { sig: libc::SIGTRAP | 0x80, event: 0 } });
+            return Err(InjectError::Unexpected {
+                tid,
+                status: WaitStatus::Stopped { sig: libc::SIGTRAP | 0x80, event: 0 },
+            });
         }
         self.step_to_syscall_stop()?; // exit
         let out = get_regs(tid).map_err(pt(tid, "get registers at exit"))?;
         Ok(out.rax as i64)
     }
 
-    /// Scratch area below the red zone of the thread's stack, 16-aligned.
+    /// Scratch area for `len` bytes, 16-aligned, below the signal frame (or
+    /// below the red zone without one).
     pub fn scratch_addr(&self, len: usize) -> u64 {
-        (self.orig.rsp.wrapping_sub(128).wrapping_sub(len as u64)) & !15
+        let top = match &self.saved_stack {
+            Some((frame, _)) => *frame,
+            None => self.orig.rsp.wrapping_sub(128),
+        };
+        top.wrapping_sub(len as u64) & !15
     }
 
     /// Run `nr` with a scratch buffer of `len` bytes (initialised from
-    /// `input`, zero padded) below the thread's red zone; `make_args` gets
-    /// the scratch address. Returns the result and the scratch bytes after
-    /// the call. The stack bytes are put back afterwards.
+    /// `input`, zero padded) on the thread's stack; `make_args` gets the
+    /// scratch address. Returns the result and the scratch bytes after the
+    /// call. The stack bytes are put back afterwards.
     pub fn syscall_scratch(
         &mut self,
         nr: i64,
@@ -449,25 +698,38 @@ impl Session {
         Ok((ret, out))
     }
 
-    /// Put the original registers back, bring the thread into a new
-    /// interrupt stop, restore its signal mask and re-send held signals.
+    /// Put the original registers and signal mask back, bring the thread
+    /// into a new interrupt stop, restore the stack, re-send held signals.
     pub fn finish(mut self) -> Result<(), InjectError> {
         self.done = true;
         self.restore()
     }
 
+    /// Give up the session without putting anything back, as if the tracer
+    /// had died here (for tests of that path). In gadget mode the thread,
+    /// once detached, returns to its original context by itself.
+    pub fn abandon(mut self) {
+        self.done = true;
+    }
+
     fn restore(&mut self) -> Result<(), InjectError> {
         let tid = self.tid;
-        set_regs(tid, &self.orig).map_err(pt(tid, "restore registers"))?;
+        if self.blocked {
+            // Still parked on the gadget (or stopped): safe to unblock first.
+            set_sigmask(tid, self.orig_mask).map_err(pt(tid, "restore sigmask"))?;
+            self.blocked = false;
+        }
+        // Interrupt first: if we die right after the registers are back, the
+        // thread still goes through the signal path and its restart fixup.
         interrupt(tid).map_err(pt(tid, "PTRACE_INTERRUPT"))?;
+        set_regs(tid, &self.orig).map_err(pt(tid, "restore registers"))?;
         cont(tid, 0).map_err(pt(tid, "PTRACE_CONT"))?;
         loop {
             let st = wait(tid).map_err(pt(tid, "waitpid"))?;
             match st {
                 WaitStatus::Stopped { event: event::STOP, .. } => break,
                 WaitStatus::Stopped { sig, event: 0 } => {
-                    // A signal got through (unblockable or mask-swapping
-                    // call): hold it and go on to the interrupt stop.
+                    // Signal-delivery stop before the trap: hold it.
                     self.held.push(sig);
                     interrupt(tid).map_err(pt(tid, "PTRACE_INTERRUPT"))?;
                     cont(tid, 0).map_err(pt(tid, "PTRACE_CONT"))?;
@@ -479,8 +741,8 @@ impl Session {
                 _ => return Err(InjectError::Exited { tid, status: st }),
             }
         }
-        if let Some(m) = self.orig_mask {
-            set_sigmask(tid, m).map_err(pt(tid, "restore sigmask"))?;
+        if let Some((addr, bytes)) = self.saved_stack.take() {
+            sys::vm_write(self.inj.pid, addr, &bytes).map_err(|source| InjectError::Scratch { tid, addr, source })?;
         }
         for sig in std::mem::take(&mut self.held) {
             // Best effort: the original siginfo is lost, the signal is not.

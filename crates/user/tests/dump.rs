@@ -381,3 +381,60 @@ fn killed_checkpointer_leaves_target_running() {
     assert_running_untraced(pid);
     finish_ok(&mut w);
 }
+
+/// Seize and interrupt every thread of `pid` (test helper, no Tracer).
+fn seize_all(pid: i32) -> Vec<i32> {
+    use stasis_user::ptrace;
+    let t = tids(pid);
+    for &tid in &t {
+        ptrace::seize(tid as i32, ptrace::SEIZE_OPTIONS).unwrap();
+        ptrace::interrupt(tid as i32).unwrap();
+    }
+    for &tid in &t {
+        let st = ptrace::wait(tid as i32).unwrap();
+        assert!(ptrace::is_event_stop(st), "{st:?}");
+    }
+    t.into_iter().map(|t| t as i32).collect()
+}
+
+fn vdso_range(pid: i32) -> (u64, u64) {
+    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let l = maps.lines().find(|l| l.ends_with("[vdso]")).unwrap();
+    let r = l.split_whitespace().next().unwrap();
+    let (a, b) = r.split_once('-').unwrap();
+    (u64::from_str_radix(a, 16).unwrap(), u64::from_str_radix(b, 16).unwrap())
+}
+
+/// The tracer "dies" in the middle of an injection session in every thread
+/// (parked on the gadget, after a call): each thread must come back to its
+/// own context through rt_sigreturn, FPU/AVX state included.
+#[test]
+fn abandoned_injection_returns_through_sigreturn() {
+    use stasis_user::ptrace;
+    for name in ["fpu", "blocked", "counters"] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = start(name, dir.path(), &[]);
+        let pid = w.pid() as i32;
+        for round in 0..3 {
+            let t = seize_all(pid);
+            let (a, b) = vdso_range(pid);
+            let inj = ptrace::Injector::install(pid, t[0], a, b).unwrap();
+            assert!(inj.gadget.is_some(), "no room for the gadget in the vDSO");
+            for &tid in &t {
+                let mut s = inj.session(tid).unwrap();
+                assert!(s.is_safe());
+                if round > 0 {
+                    let r = s.syscall(39, [0; 6]).unwrap();
+                    assert_eq!(r, pid as i64);
+                }
+                s.abandon();
+            }
+            for &tid in &t {
+                ptrace::detach(tid, 0).unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(300));
+            assert_running_untraced(pid);
+        }
+        finish_ok(&mut w);
+    }
+}

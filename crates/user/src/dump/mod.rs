@@ -160,6 +160,14 @@ fn dump_frozen<W: io::Write>(
     progress: Option<&dyn crate::Progress>,
 ) -> Result<(W, CheckpointStats), DumpError> {
     let tids = tracer.tids();
+    let trace = std::env::var_os("STASIS_DUMP_TRACE").is_some();
+    let t0 = Instant::now();
+    let phase = |what: &str| {
+        if trace {
+            eprintln!("stasis dump: {:>8} us  {what}", t0.elapsed().as_micros());
+        }
+    };
+    phase("frozen");
     // Refuse early what cannot be restored, before touching anything.
     let children = proc::children(pid).map_err(|e| DumpError::io(pid, "listing children", e))?;
     if let Some(c) = children.first() {
@@ -173,6 +181,7 @@ fn dump_frozen<W: io::Write>(
     let mut vmas = memory::vmas(pid, &maps)?;
     let files = files::collect(pid)?;
 
+    phase("checked children, maps, files");
     // Threads (no injection needed).
     let mut threads = Vec::with_capacity(tids.len());
     for &tid in &tids {
@@ -189,10 +198,15 @@ fn dump_frozen<W: io::Write>(
         .iter()
         .find(|m| m.path == b"[vdso]")
         .ok_or_else(|| DumpError::Unsupported { pid, what: "the vDSO".into(), reason: "the process has no [vdso] mapping to run system calls through".into() })?;
-    let insn = ptrace::find_syscall_insn(pid, vdso.start, vdso.end).map_err(|e| DumpError::io(pid, "finding a syscall instruction in the vDSO", e))?;
-    let injector = Injector { pid, syscall_insn: insn };
-    let injected = state::inject_all(&injector, pid, &mut threads, sig_set, &ptimers)?;
+    phase("threads read");
+    let injector = Injector::install(pid, pid, vdso.start, vdso.end)
+        .map_err(|e| DumpError::io(pid, "preparing system call injection in the vDSO", e))?;
+    let injected = state::inject_all(&injector, pid, &mut threads, sig_set, &ptimers);
+    let uninstalled = injector.uninstall(pid);
+    let injected = injected?;
+    uninstalled.map_err(|e| DumpError::io(pid, "removing the injection gadget", e))?;
 
+    phase("injections done");
     // Process-wide records.
     let stat = Stat::read(pid).map_err(|e| DumpError::io(pid, "reading stat", e))?;
     let process = state::process_rec(pid, &stat, &status, threads.len(), injected.dumpable)?;
@@ -208,6 +222,7 @@ fn dump_frozen<W: io::Write>(
     if let Some(p) = progress {
         p.set_total(total);
     }
+    phase("pagemap scanned");
 
     // Header.
     let first_x = threads.first().map(|t| t.xstate.as_slice()).unwrap_or(&[]);
@@ -289,6 +304,7 @@ fn dump_frozen<W: io::Write>(
         let rec = PipeDataRec { pipe_id: *id, _pad0: 0, len: data.len() as u64 };
         put!(w.record(kind::PIPE_DATA, &rec, &[data]));
     }
+    phase("image written");
     let page_bytes = w.page_bytes();
     let off = w.offset();
     let sink = w.finish().map_err(|source| DumpError::Write { pid, offset: off, source })?;

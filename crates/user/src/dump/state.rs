@@ -205,6 +205,9 @@ pub(crate) fn inject_all(
     for t in threads.iter_mut() {
         let tid = t.rec.tid as i32;
         let mut s = injector.session(tid).map_err(inj(pid, tid, "starting the injection"))?;
+        if !s.is_safe() && std::env::var_os("STASIS_DUMP_TRACE").is_some() {
+            eprintln!("stasis dump: thread {tid}: injecting without a sigreturn frame (not safe if we die)");
+        }
         inject_thread(&mut s, pid, tid, &mut t.rec)?;
         if tid == pid {
             injected = Some(inject_process(&mut s, pid, tid, sig_set, timers)?);
