@@ -344,3 +344,35 @@ fn capabilities_are_not_raised() {
     unsafe { libc::waitpid(pid as i32, &mut st, 0) };
     assert!(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0);
 }
+
+/// Detached restart inside a new PID namespace while the original PID is
+/// taken: the process gets its PID/TIDs in the namespace and runs to `ok`.
+#[test]
+fn detached_pidns_restart_while_pid_in_use() {
+    let _g = lock();
+    let dir = tempfile::tempdir_in("/tmp").expect("tempdir");
+    let mut w = Workload::spawn("counters", dir.path(), &[]).expect("spawn");
+    w.wait_ready(T).expect("ready");
+    let img = dir.path().join("image");
+    let f = BufWriter::new(File::create(&img).expect("create image"));
+    let (frozen, f, _) = checkpoint(w.pid() as i32, f, None).expect("checkpoint");
+    drop(f.into_inner().expect("flush"));
+    frozen.release(After::Stop).expect("leave stopped");
+    // The original keeps its PID (stopped); restart in a namespace.
+    let out = restart(&img, &RestartOpts { detach: true, pidns: true, ..Default::default() }).expect("restart");
+    let RestartOutcome::Detached { pid } = out else { panic!("{out:?}") };
+    assert_ne!(pid, w.pid() as i32);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let nspid = status.lines().find_map(|l| l.strip_prefix("NSpid:")).expect("NSpid");
+    let ids: Vec<i32> = nspid.split_whitespace().map(|x| x.parse().unwrap()).collect();
+    assert_eq!(ids, vec![pid, w.pid() as i32], "PID inside the namespace");
+    let init: i32 = status.lines().find_map(|l| l.strip_prefix("PPid:")).unwrap().trim().parse().unwrap();
+    // Both write the same verdict file: kill the stopped original first.
+    w.kill_and_reap().expect("kill original");
+    request_stop(&w.paths().stop).expect("stop");
+    assert_eq!(wait_verdict(&w.paths().verdict, T).expect("verdict").trim(), "ok");
+    let mut st = 0;
+    // SAFETY: reaping the namespace init, our child.
+    let r = unsafe { libc::waitpid(init, &mut st, 0) };
+    assert_eq!(r, init);
+}

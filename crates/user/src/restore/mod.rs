@@ -253,7 +253,14 @@ pub fn restart(image: &Path, opts: &RestartOpts) -> Result<RestartOutcome, Resto
     let file = std::fs::File::open(image).map_err(|source| RestoreError::Open { path: image.display().to_string(), source })?;
     let map = ImageMap::new(&file).map_err(|source| RestoreError::Open { path: image.display().to_string(), source })?;
     let supported = [Extension::Core, Extension::Files];
-    let img = ProcessImage::parse(map.bytes(), &ParseOptions { supported: &supported })?;
+    let img = ProcessImage::parse(map.bytes(), &ParseOptions { supported: &supported }).map_err(|e| match e {
+        stasis_image::ImageError::NeedsExtension { kind, ext, offset, .. } => RestoreError::Unsupported(format!(
+            "the image holds {} records (extension {}, record at offset {offset:#x}), which the user engine cannot restore",
+            stasis_image::kind_name(kind),
+            ext.name()
+        )),
+        e => RestoreError::Image(e),
+    })?;
     let mut prep = plan::prepare(&img, &file, map.bytes(), opts.pidns)?;
     if let Some(p) = opts.progress {
         p.set_total(prep.page_bytes);
@@ -275,7 +282,7 @@ pub fn restart(image: &Path, opts: &RestartOpts) -> Result<RestartOutcome, Resto
         unsafe { libc::close(status_r) };
         return Err(RestoreError::sys("F_DUPFD for the status pipe", std::io::Error::last_os_error()));
     }
-    prep.parent_close.push(status_w);
+    prep.parent_close.0.push(status_w);
     prep.plan.status_fd = status_w;
     prep.plan.keep_fds.push(status_w);
     prep.plan.keep_fds.sort_unstable();
@@ -308,10 +315,8 @@ pub fn restart(image: &Path, opts: &RestartOpts) -> Result<RestartOutcome, Resto
     }
     // SAFETY: restoring our mask.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
-    for &fd in &prep.parent_close {
-        // SAFETY: our own dups, now owned by the child.
-        unsafe { libc::close(fd) };
-    }
+    // Our dups of what the child owns now.
+    drop(std::mem::take(&mut prep.parent_close));
     let close_r = || {
         // SAFETY: our read end.
         unsafe { libc::close(status_r) };

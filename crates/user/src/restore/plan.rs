@@ -116,6 +116,20 @@ pub struct Park {
     pub area_len: u64,
 }
 
+/// fds of ours that the child inherits: closed on drop (after clone3, or when
+/// preparing fails).
+#[derive(Default)]
+pub struct FdGuard(pub Vec<RawFd>);
+
+impl Drop for FdGuard {
+    fn drop(&mut self) {
+        for &fd in &self.0 {
+            // SAFETY: fds we created and nobody else closes.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
 /// The result of preparing a restart.
 pub struct Prepared {
     pub park: Option<Park>,
@@ -126,7 +140,7 @@ pub struct Prepared {
     pub tids: Vec<i32>,
     pub page_bytes: u64,
     /// fds of ours the child inherits and the parent closes after clone3.
-    pub parent_close: Vec<RawFd>,
+    pub parent_close: FdGuard,
 }
 
 fn cstr(b: &[u8], what: &str) -> Result<CString, RestoreError> {
@@ -459,15 +473,15 @@ pub fn prepare(img: &ProcessImage<'_>, image_file: &std::fs::File, image_bytes: 
     // ---- files ----
     let fd_max = img.files.iter().map(|f| f.rec.fd).chain(img.pipes.iter().map(|p| p.rec.fd)).max();
     let fd_high = fd_max.map(|m| m as i32 + 1).unwrap_or(0).max(3);
-    let mut parent_close = Vec::new();
+    let mut parent_close = FdGuard::default();
     let image_fd = dup_high(image_file.as_raw_fd(), fd_high)?;
-    parent_close.push(image_fd);
+    parent_close.0.push(image_fd);
     let needs_tty = img.files.iter().any(|f| f.rec.kind == file_kind::TTY);
     let mut tty_src = -1;
     if needs_tty {
         if let Some(t) = [0, 1, 2].into_iter().find(|&fd| is_tty(fd)) {
             tty_src = dup_high(t, fd_high)?;
-            parent_close.push(tty_src);
+            parent_close.0.push(tty_src);
         }
     }
     let mut files: Vec<FilePlan> = Vec::new();
