@@ -57,11 +57,12 @@ fn set_handler(sig: libc::c_int, handler: libc::sighandler_t) -> libc::sighandle
     }
 }
 
-fn arm(path: &Path) {
-    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else { return };
-    // Leaked on purpose: a handler running on another thread may still hold
-    // a previously published pointer, so it is never freed.
-    PENDING.store(c.into_raw(), Ordering::SeqCst);
+fn arm(path: Option<&Path>) {
+    if let Some(Ok(c)) = path.map(|p| CString::new(p.as_os_str().as_bytes())) {
+        // Leaked on purpose: a handler running on another thread may still
+        // hold a previously published pointer, so it is never freed.
+        PENDING.store(c.into_raw(), Ordering::SeqCst);
+    }
     for sig in SIGNALS {
         let prev = set_handler(sig, on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t);
         if prev == libc::SIG_IGN {
@@ -79,6 +80,23 @@ fn disarm() {
         if prev != ours {
             set_handler(sig, prev);
         }
+    }
+}
+
+/// Defers SIGINT/SIGTERM/SIGHUP while it lives (for a checkpoint that has
+/// no temporary file: one written to standard output).
+pub struct DeferSignals(());
+
+impl DeferSignals {
+    pub fn new() -> DeferSignals {
+        arm(None);
+        DeferSignals(())
+    }
+}
+
+impl Drop for DeferSignals {
+    fn drop(&mut self) {
+        disarm();
     }
 }
 
@@ -119,7 +137,7 @@ impl TempImage {
             .custom_flags(libc::O_CLOEXEC)
             .open(&tmp)
             .with_context(|| format!("cannot create {}", tmp.display()))?;
-        arm(&tmp);
+        arm(Some(&tmp));
         Ok((TempImage { tmp, dest: dest.to_path_buf(), done: false }, file))
     }
 

@@ -113,6 +113,7 @@ pub fn run(args: &CheckpointArgs, quiet: bool) -> Result<()> {
         let (t, f) = TempImage::create(&args.output)?;
         (Some(t), f)
     };
+    let _defer = to_stdout.then(atomic::DeferSignals::new);
     let bar = Bar::new("checkpoint", quiet);
     let (frozen, stats, image_bytes, frozen_for) = write_image(engine, pid, file, temp, &bar)
         .with_context(|| format!("checkpoint of PID {pid} failed"))?;

@@ -4,6 +4,8 @@
 //! Conventions: addresses, sizes and ids are JSON numbers; bit masks are
 //! hex strings ("0x...") next to an array of decoded names.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 use stasis_image::records::{
     kind, thread_flags, EpollRec, EventfdRec, SignalfdRec, SocketRec, TimerfdRec,
@@ -250,17 +252,18 @@ pub fn build(path: &str, img: &Image<'_>, p: &ProcessImage<'_>, size: u64) -> Re
         })
         .collect();
 
+    let mut stored: HashMap<u64, u64> = HashMap::new();
+    for pg in &p.pages {
+        let bytes: u64 = pg.runs.iter().map(|run| run.nr_pages.saturating_mul(ps)).sum();
+        let e = stored.entry(pg.vma_start).or_default();
+        *e = e.saturating_add(bytes);
+    }
     let vmas: Vec<VmaInfo> = p
         .vmas
         .iter()
         .map(|v| {
             let r = &v.rec;
-            let page_bytes: u64 = p
-                .pages
-                .iter()
-                .filter(|pg| pg.vma_start == r.start)
-                .map(|pg| pg.runs.iter().map(|run| run.nr_pages.saturating_mul(ps)).sum::<u64>())
-                .sum();
+            let page_bytes = stored.get(&r.start).copied().unwrap_or(0);
             VmaInfo {
                 start: r.start,
                 end: r.end,
