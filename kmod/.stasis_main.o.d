@@ -503,4 +503,43 @@ stasis_main.o: /work/main/kmod/stasis_main.c \
  /usr/src/linux-headers-6.1.0-56-common/include/linux/sched/coredump.h \
  /usr/src/linux-headers-6.1.0-56-common/include/linux/task_work.h \
  /usr/src/linux-headers-6.1.0-56-common/include/linux/regset.h \
- /work/main/kmod/include/stasis_ext.h
+ /usr/src/linux-headers-6.1.0-56-common/include/linux/fs_struct.h \
+ /usr/src/linux-headers-6.1.0-56-common/include/linux/mm.h \
+ /usr/src/linux-headers-6.1.0-56-common/include/linux/mmap_lock.h \
+ /usr/src/linux-headers-6.1.0-56-common/include/linux/page_ext.h \
+ /usr/src/linux-headers-6.1.0-56-common/include/linux/stacktrace.h \
+ /usr/src/linux-headers-6.1.0-56-common/include/linux/stackdepot.h \
+ /usr/src/linux-headers-6.1.0-56-common/include/linux/page_ref.h \
+ /usr/src/linux-headers-6.1.0-56-common/include/linux/sizes.h \
+ /usr/src/linux-headers-6.1.0-56-common/include/linux/pgtable.h \
+ /usr/src/linux-headers-6.1.0-56-common/arch/x86/include/asm/pgtable.h \
+ /usr/src/linux-headers-6.1.0-56-common/arch/x86/include/asm/pkru.h \
+ /usr/src/linux-headers-6.1.0-56-common/arch/x86/include/asm/fpu/api.h \
+ /usr/src/linux-headers-6.1.0-56-common/arch/x86/include/asm/coco.h \
+ /usr/src/linux-headers-6.1.0-56-common/include/asm-generic/pgtable_uffd.h \
+ /usr/src/linux-headers-6.1.0-56-common/include/linux/page_table_check.h \
+ /usr/src/linux-headers-6.1.0-56-common/arch/x86/include/asm/pgtable_64.h \
+ /usr/src/linux-headers-6.1.0-56-common/arch/x86/include/asm/fixmap.h \
+ /usr/src/linux-headers-6.1.0-56-common/arch/x86/include/uapi/asm/vsyscall.h \
+ /usr/src/linux-headers-6.1.0-56-common/include/asm-generic/fixmap.h \
+ /usr/src/linux-headers-6.1.0-56-common/arch/x86/include/asm/pgtable-invert.h \
+ /usr/src/linux-headers-6.1.0-56-common/include/linux/memremap.h \
+ /usr/src/linux-headers-6.1.0-56-common/include/linux/huge_mm.h \
+ /usr/src/linux-headers-6.1.0-56-common/include/linux/vmstat.h \
+ /usr/src/linux-headers-6.1.0-56-common/include/linux/vm_event_item.h \
+ /usr/src/linux-headers-6.1.0-56-common/include/linux/mman.h \
+ /usr/src/linux-headers-6.1.0-56-common/include/uapi/linux/mman.h \
+ /usr/src/linux-headers-6.1.0-56-common/arch/x86/include/uapi/asm/mman.h \
+ /usr/src/linux-headers-6.1.0-56-common/include/uapi/asm-generic/mman.h \
+ /usr/src/linux-headers-6.1.0-56-common/include/uapi/asm-generic/mman-common.h \
+ /usr/src/linux-headers-6.1.0-56-common/include/linux/utsname.h \
+ /usr/src/linux-headers-6.1.0-56-common/include/linux/nsproxy.h \
+ /usr/src/linux-headers-6.1.0-56-common/include/linux/ns_common.h \
+ /usr/src/linux-headers-6.1.0-56-common/include/uapi/linux/utsname.h \
+ /usr/src/linux-headers-6.1.0-56-common/include/linux/futex.h \
+ /usr/src/linux-headers-6.1.0-56-common/include/uapi/linux/futex.h \
+ /usr/src/linux-headers-6.1.0-56-common/include/uapi/linux/magic.h \
+ /usr/src/linux-headers-6.1.0-56-common/include/linux/file.h \
+ /usr/src/linux-headers-6.1.0-56-common/arch/x86/include/asm/fpu/xcr.h \
+ /work/main/kmod/include/stasis_ext.h \
+ /work/main/kmod/include/stasis_kstate.h

@@ -38,9 +38,22 @@
 #include <linux/list.h>
 #include <linux/atomic.h>
 #include <linux/jiffies.h>
+#include <linux/fs_struct.h>
+#include <linux/mm.h>
+#include <linux/mman.h>
+#include <linux/utsname.h>
+#include <linux/hrtimer.h>
+#include <linux/timekeeping.h>
+#include <linux/futex.h>
+#include <linux/magic.h>
+#include <linux/dcache.h>
+#include <linux/file.h>
+#include <linux/rcupdate.h>
 #include <asm/user.h>
+#include <asm/fpu/xcr.h>
 
 #include "stasis_ext.h"
+#include "stasis_kstate.h"
 
 #define STASIS_IOC_MAGIC 0xB5
 /* Largest ioctl argument struct; _IOC_SIZE above it is refused before any copy. */
@@ -49,7 +62,9 @@
 #define STASIS_MAX_THREADS 4096
 
 /* The Rust side (rust/src/lib.rs). */
-long stasis_rs_init(size_t user_regs_size);
+long stasis_rs_init(size_t user_regs_size, size_t kthread_size, size_t kproc_size,
+		    size_t kvma_size);
+long stasis_rs_write_image(void *job, void *ctx);
 long stasis_rs_ioctl(void *sess, unsigned int cmd, void *buf, size_t len);
 
 /* ---- allocation, with a live count checked at unload ---------------------------- */
@@ -103,6 +118,11 @@ void stasis_log(unsigned int level, const char *msg, size_t len)
 void __noreturn stasis_bug(void)
 {
 	BUG();
+}
+
+u64 stasis_now_ns(void)
+{
+	return ktime_get_ns();
 }
 
 long stasis_copy_to_user(u64 uaddr, const void *src, size_t len)
@@ -169,13 +189,30 @@ enum { ST_QUEUED, ST_PARKED, ST_GONE, ST_FAILED };
 
 struct stasis_freeze;
 
+struct stasis_job;
+
 struct stasis_thread {
 	struct callback_head work;
 	struct list_head node;
 	struct stasis_freeze *fz;
 	struct task_struct *task;	/* referenced */
 	int state;			/* ST_*, under fz->lock */
-	struct user_regs_struct regs;	/* written by the thread before ST_PARKED */
+	bool dead;			/* killed while parked (under fz->lock) */
+	struct stasis_job *job;		/* work handed to this parked thread (under fz->lock) */
+	struct stasis_kthread ks;	/* written by the thread before ST_PARKED */
+};
+
+/* A checkpoint job, run by one parked thread of the target in its own context. */
+struct stasis_job {
+	struct stasis_freeze *fz;
+	struct file *file;
+	loff_t pos;
+	void *ctx;			/* the Rust caller's */
+	long result;
+	bool done, cancel;
+	unsigned int nr_vmas;
+	struct stasis_kvma *vmas;
+	struct file **vma_files;
 };
 
 struct stasis_freeze {
@@ -188,6 +225,7 @@ struct stasis_freeze {
 	unsigned int parked;
 	unsigned int failed;
 	bool released;
+	struct task_struct *leader;	/* referenced */
 };
 
 /* Per open file descriptor. */
@@ -203,8 +241,11 @@ static void stasis_freeze_free(struct kref *ref)
 
 	list_for_each_entry_safe(t, n, &fz->threads, node) {
 		put_task_struct(t->task);
+		stasis_kfree((void *)t->ks.xstate);
 		stasis_kfree(t);
 	}
+	if (fz->leader)
+		put_task_struct(fz->leader);
 	stasis_kfree(fz);
 }
 
@@ -217,26 +258,79 @@ static void stasis_release_threads(struct stasis_freeze *fz)
 	kref_put(&fz->ref, stasis_freeze_free);
 }
 
-static int stasis_save_regs(struct stasis_thread *t)
+static const struct user_regset *stasis_regset(const struct user_regset_view *view,
+					       unsigned int note)
 {
-	const struct user_regset_view *view = task_user_regset_view(current);
 	unsigned int i;
 
-	for (i = 0; i < view->n; i++) {
-		const struct user_regset *rs = &view->regsets[i];
-		int got;
+	for (i = 0; i < view->n; i++)
+		if (view->regsets[i].core_note_type == note)
+			return &view->regsets[i];
+	return NULL;
+}
 
-		if (rs->core_note_type != NT_PRSTATUS)
-			continue;
-		/* A 32-bit (compat) task has another layout: not supported yet. */
-		if ((size_t)rs->n * rs->size != sizeof(t->regs))
-			return -EOPNOTSUPP;
-		got = regset_get(current, rs, sizeof(t->regs), &t->regs);
-		if (got < 0)
-			return got;
-		return got == sizeof(t->regs) ? 0 : -EIO;
+/* In the thread's own context: everything a THREAD/XSTATE record needs. */
+static int stasis_capture(struct stasis_thread *t)
+{
+	const struct user_regset_view *view = task_user_regset_view(current);
+	const struct user_regset *rs;
+	struct stasis_kthread *ks = &t->ks;
+	int got;
+
+	rs = stasis_regset(view, NT_PRSTATUS);
+	/* A 32-bit (compat) task has another layout: not supported. */
+	if (!rs || (size_t)rs->n * rs->size != sizeof(ks->regs))
+		return -EOPNOTSUPP;
+	got = regset_get(current, rs, sizeof(ks->regs), ks->regs);
+	if (got != sizeof(ks->regs))
+		return got < 0 ? got : -EIO;
+
+	rs = stasis_regset(view, NT_X86_XSTATE);
+	if (rs && rs->n && rs->size && boot_cpu_has(X86_FEATURE_XSAVE)) {
+		size_t size = (size_t)rs->n * rs->size;
+		void *x = stasis_kmalloc(size);
+
+		if (!x)
+			return -ENOMEM;
+		got = regset_get(current, rs, size, x);
+		if (got <= 0) {
+			stasis_kfree(x);
+			return got < 0 ? got : -EIO;
+		}
+		ks->xstate = x;
+		ks->xstate_size = got;
 	}
-	return -ENOENT;
+
+	ks->tid = task_pid_vnr(current);
+	ks->leader = thread_group_leader(current);
+	ks->sigmask = current->blocked.sig[0];
+	ks->altstack_sp = current->sas_ss_sp;
+	ks->altstack_size = current->sas_ss_size;
+	ks->altstack_flags = current->sas_ss_flags;
+	ks->clear_child_tid = (unsigned long)current->clear_child_tid;
+#ifdef CONFIG_FUTEX
+	ks->robust_list = (unsigned long)current->robust_list;
+	ks->robust_list_len = current->robust_list ? sizeof(struct robust_list_head) : 0;
+#endif
+#ifdef CONFIG_RSEQ
+	ks->rseq_addr = (unsigned long)current->rseq;
+	ks->rseq_len = current->rseq ? 32 : 0;	/* 6.1: the original struct rseq size */
+	ks->rseq_sig = current->rseq_sig;
+#endif
+	spin_lock_irq(&current->sighand->siglock);
+	ks->pending = current->pending.signal.sig[0];
+	spin_unlock_irq(&current->sighand->siglock);
+	get_task_comm(ks->comm, current);
+	return 0;
+}
+
+static void stasis_job_finish(struct stasis_freeze *fz, struct stasis_job *job, long result)
+{
+	spin_lock(&fz->lock);
+	job->result = result;
+	WRITE_ONCE(job->done, true);
+	spin_unlock(&fz->lock);
+	wake_up_all(&fz->wq);
 }
 
 /* The task_work: runs in the target thread, from get_signal() (TWA_SIGNAL). */
@@ -248,7 +342,7 @@ static void stasis_park(struct callback_head *cb)
 
 	/* Exiting (the work runs from exit_task_work) or already released: do nothing. */
 	if (!(current->flags & PF_EXITING) && !READ_ONCE(fz->released))
-		state = stasis_save_regs(t) ? ST_FAILED : ST_PARKED;
+		state = stasis_capture(t) ? ST_FAILED : ST_PARKED;
 
 	spin_lock(&fz->lock);
 	t->state = state;
@@ -260,9 +354,28 @@ static void stasis_park(struct callback_head *cb)
 	spin_unlock(&fz->lock);
 	wake_up_all(&fz->wq);
 
-	if (state == ST_PARKED)
-		/* Killable: SIGKILL still ends the thread (and so the process). */
-		wait_event_killable(fz->wq, READ_ONCE(fz->released));
+	/* Parked. Killable: SIGKILL still ends the thread (and so the process). Until
+	 * released, run the jobs the freezer hands over (a checkpoint writes the image
+	 * from here, in the target's own context). */
+	while (state == ST_PARKED) {
+		struct stasis_job *job;
+		int killed = wait_event_killable(fz->wq, READ_ONCE(fz->released) ||
+							  READ_ONCE(t->job));
+
+		spin_lock(&fz->lock);
+		job = t->job;
+		t->job = NULL;
+		if (killed)
+			t->dead = true;
+		spin_unlock(&fz->lock);
+		if (job) {
+			long r = killed ? -EINTR : stasis_rs_write_image(job, job->ctx);
+
+			stasis_job_finish(fz, job, r);
+		}
+		if (killed || (READ_ONCE(fz->released) && !READ_ONCE(t->job)))
+			break;
+	}
 
 	kref_put(&fz->ref, stasis_freeze_free);
 	/* Taken when queued: rmmod waits for every outstanding callback. */
@@ -374,6 +487,8 @@ long stasis_freeze(void *sp, int pid, unsigned int timeout_ms, unsigned int max_
 		goto out_task;
 	}
 	kref_init(&fz->ref);
+	get_task_struct(leader);
+	fz->leader = leader;
 	spin_lock_init(&fz->lock);
 	init_waitqueue_head(&fz->wq);
 	INIT_LIST_HEAD(&fz->threads);
@@ -487,7 +602,7 @@ long stasis_frozen_each(void *sp, stasis_report_fn fn, void *ctx)
 		spin_unlock(&s->fz->lock);
 		if (state != ST_PARKED)
 			continue;
-		r = fn(ctx, task_pid_vnr(t->task), &t->regs, sizeof(t->regs));
+		r = fn(ctx, task_pid_vnr(t->task), t->ks.regs, sizeof(t->ks.regs));
 		if (r < 0)
 			return r;
 		if (r > 0)
@@ -505,6 +620,417 @@ long stasis_thaw(void *sp)
 	stasis_release_threads(s->fz);
 	s->fz = NULL;
 	return 0;
+}
+
+/* ---- checkpoint: run in a parked target thread ------------------------------------ */
+
+/* Hand a job to one parked thread of the session's freeze and wait for it. */
+long stasis_run_job(void *sp, int fd, void *ctx)
+{
+	struct stasis_session *s = sp;
+	struct stasis_freeze *fz = s->fz;
+	struct stasis_thread *t, *runner = NULL;
+	struct stasis_job *job;
+	struct file *file;
+	unsigned int i;
+	long ret;
+
+	if (!fz)
+		return -EINVAL;
+	file = fget(fd);
+	if (!file)
+		return -EBADF;
+	if (!(file->f_mode & FMODE_WRITE)) {
+		fput(file);
+		return -EBADF;
+	}
+	job = stasis_kzalloc(sizeof(*job));
+	if (!job) {
+		fput(file);
+		return -ENOMEM;
+	}
+	job->fz = fz;
+	job->file = file;
+	job->pos = file->f_pos;
+	job->ctx = ctx;
+
+	spin_lock(&fz->lock);
+	list_for_each_entry(t, &fz->threads, node) {
+		if (t->state != ST_PARKED || t->dead)
+			continue;
+		if (!runner || t->task == fz->leader)
+			runner = t;
+	}
+	if (runner)
+		runner->job = job;
+	spin_unlock(&fz->lock);
+	if (!runner) {
+		ret = -ESRCH;
+		goto out;
+	}
+	wake_up_all(&fz->wq);
+	if (wait_event_killable(fz->wq, READ_ONCE(job->done))) {
+		/* The job checks this between steps; it cannot be abandoned. */
+		WRITE_ONCE(job->cancel, true);
+		wait_event(fz->wq, READ_ONCE(job->done));
+	}
+	ret = job->result;
+	if (ret >= 0 && !(file->f_mode & FMODE_STREAM))
+		file->f_pos = job->pos;
+out:
+	for (i = 0; i < job->nr_vmas; i++)
+		if (job->vma_files && job->vma_files[i])
+			fput(job->vma_files[i]);
+	stasis_kfree(job->vma_files);
+	stasis_kfree(job->vmas);
+	stasis_kfree(job);
+	fput(file);
+	return ret;
+}
+
+long stasis_kill_frozen(void *sp)
+{
+	struct stasis_session *s = sp;
+
+	if (!s->fz)
+		return -EINVAL;
+	return kill_pid(task_tgid(s->fz->leader), SIGKILL, 1);
+}
+
+long stasis_job_check(struct stasis_job *job)
+{
+	if (READ_ONCE(job->cancel) || fatal_signal_pending(current))
+		return -EINTR;
+	return 0;
+}
+
+long stasis_job_write(struct stasis_job *job, const void *buf, size_t len)
+{
+	while (len) {
+		ssize_t n;
+		long r = stasis_job_check(job);
+
+		if (r)
+			return r;
+		n = kernel_write(job->file, buf, min_t(size_t, len, MAX_RW_COUNT), &job->pos);
+		if (n < 0)
+			return n;
+		if (n == 0)
+			return -EIO;
+		buf += n;
+		len -= n;
+	}
+	return 0;
+}
+
+typedef long (*stasis_kthread_fn)(void *ctx, const struct stasis_kthread *ks);
+
+/* Every parked thread's captured state, leader first. */
+long stasis_job_threads(struct stasis_job *job, stasis_kthread_fn fn, void *ctx)
+{
+	struct stasis_freeze *fz = job->fz;
+	struct stasis_thread *t;
+	int pass;
+	long r;
+
+	for (pass = 0; pass < 2; pass++) {
+		list_for_each_entry(t, &fz->threads, node) {
+			int state;
+			bool dead;
+
+			spin_lock(&fz->lock);
+			state = t->state;
+			dead = t->dead;
+			spin_unlock(&fz->lock);
+			if (state != ST_PARKED)
+				continue;
+			if (dead)
+				return -EINTR;
+			if (!!t->ks.leader != (pass == 0))
+				continue;
+			r = fn(ctx, &t->ks);
+			if (r)
+				return r;
+		}
+	}
+	return 0;
+}
+
+static u64 stasis_cap64(kernel_cap_t c)
+{
+	return (u64)c.cap[0] | ((u64)c.cap[1] << 32);
+}
+
+long stasis_job_proc(struct stasis_job *job, struct stasis_kproc *kp, size_t size)
+{
+	struct mm_struct *mm = current->mm;
+	struct signal_struct *sig = current->signal;
+	const struct cred *c = current_cred();
+	struct user_namespace *ns = current_user_ns();
+	unsigned int i;
+
+	if (size != sizeof(*kp) || !mm)
+		return -EINVAL;
+	memset(kp, 0, sizeof(*kp));
+	kp->pid = task_tgid_vnr(current);
+	rcu_read_lock();
+	kp->ppid = task_tgid_vnr(rcu_dereference(current->real_parent));
+	rcu_read_unlock();
+	kp->pgid = task_pgrp_vnr(current);
+	kp->sid = task_session_vnr(current);
+	kp->uid = from_kuid_munged(ns, c->uid);
+	kp->euid = from_kuid_munged(ns, c->euid);
+	kp->suid = from_kuid_munged(ns, c->suid);
+	kp->fsuid = from_kuid_munged(ns, c->fsuid);
+	kp->gid = from_kgid_munged(ns, c->gid);
+	kp->egid = from_kgid_munged(ns, c->egid);
+	kp->sgid = from_kgid_munged(ns, c->sgid);
+	kp->fsgid = from_kgid_munged(ns, c->fsgid);
+	kp->cap_effective = stasis_cap64(c->cap_effective);
+	kp->cap_permitted = stasis_cap64(c->cap_permitted);
+	kp->cap_inheritable = stasis_cap64(c->cap_inheritable);
+	kp->personality = current->personality;
+	kp->dumpable = get_dumpable(mm);
+	kp->exit_signal = current->group_leader->exit_signal;
+	kp->nice = task_nice(current) + 20;
+	kp->umask = current_umask();
+	get_task_comm(kp->comm, current->group_leader);
+
+	if (mmap_read_lock_killable(mm))
+		return -EINTR;
+	kp->start_code = mm->start_code;
+	kp->end_code = mm->end_code;
+	kp->start_data = mm->start_data;
+	kp->end_data = mm->end_data;
+	kp->start_brk = mm->start_brk;
+	kp->brk = mm->brk;
+	kp->start_stack = mm->start_stack;
+	spin_lock(&mm->arg_lock);
+	kp->arg_start = mm->arg_start;
+	kp->arg_end = mm->arg_end;
+	kp->env_start = mm->env_start;
+	kp->env_end = mm->env_end;
+	spin_unlock(&mm->arg_lock);
+	kp->vdso = (unsigned long)mm->context.vdso;
+	for (i = 0; i + 1 < AT_VECTOR_SIZE && i + 1 < ARRAY_SIZE(kp->auxv); i += 2) {
+		kp->auxv[i] = mm->saved_auxv[i];
+		kp->auxv[i + 1] = mm->saved_auxv[i + 1];
+		kp->auxv_words = i + 2;
+		if (mm->saved_auxv[i] == AT_NULL)
+			break;
+	}
+	if (get_mm_counter(mm, MM_SWAPENTS) > 0)
+		kp->unsupported |= STASIS_UNSUP_SWAP;
+	mmap_read_unlock(mm);
+
+	task_lock(current->group_leader);
+	for (i = 0; i < RLIM_NLIMITS && i < ARRAY_SIZE(kp->rlim); i++) {
+		kp->rlim[i][0] = sig->rlim[i].rlim_cur;
+		kp->rlim[i][1] = sig->rlim[i].rlim_max;
+	}
+	task_unlock(current->group_leader);
+
+	spin_lock_irq(&current->sighand->siglock);
+	for (i = 0; i < _NSIG && i < ARRAY_SIZE(kp->sigactions); i++) {
+		const struct sigaction *sa = &current->sighand->action[i].sa;
+
+		kp->sigactions[i][0] = (unsigned long)sa->sa_handler;
+		kp->sigactions[i][1] = sa->sa_flags;
+		kp->sigactions[i][2] = (unsigned long)sa->sa_restorer;
+		kp->sigactions[i][3] = sa->sa_mask.sig[0];
+	}
+	kp->shared_pending = sig->shared_pending.signal.sig[0];
+	kp->itimer_real_interval_ns = ktime_to_ns(sig->it_real_incr);
+	if (hrtimer_active(&sig->real_timer)) {
+		s64 left = ktime_to_ns(hrtimer_get_remaining(&sig->real_timer));
+
+		kp->itimer_real_value_ns = left > 0 ? left : 1;
+	}
+	if (sig->it[0].expires || sig->it[1].expires)
+		kp->unsupported |= STASIS_UNSUP_ITIMER_CPU;
+	if (!list_empty(&sig->posix_timers))
+		kp->unsupported |= STASIS_UNSUP_POSIX_TIMERS;
+	spin_unlock_irq(&current->sighand->siglock);
+
+	if (test_thread_flag(TIF_ADDR32))
+		kp->unsupported |= STASIS_UNSUP_COMPAT;
+	if (boot_cpu_has(X86_FEATURE_OSXSAVE))
+		kp->xcr0 = xgetbv(XCR_XFEATURE_ENABLED_MASK);
+	kp->created_ns = ktime_get_real_ns();
+	kp->page_size = PAGE_SIZE;
+	strscpy(kp->release, utsname()->release, sizeof(kp->release));
+	return 0;
+}
+
+static long stasis_path_str(const struct path *p, char *buf, size_t len)
+{
+	char *s;
+	size_t n;
+
+	if (len == 0)
+		return -ENAMETOOLONG;
+	s = d_path(p, buf, len);
+	if (IS_ERR(s))
+		return PTR_ERR(s);
+	n = strlen(s);
+	memmove(buf, s, n);
+	return n;
+}
+
+/* 0: exe, 1: cwd, 2: root. Returns the length written to buf (no NUL). */
+long stasis_job_path(struct stasis_job *job, unsigned int which, char *buf, size_t len)
+{
+	struct path p;
+	long r;
+
+	if (which == 0) {
+		struct file *f;
+
+		rcu_read_lock();
+		f = rcu_dereference(current->mm->exe_file);
+		if (f && !get_file_rcu(f))
+			f = NULL;
+		rcu_read_unlock();
+		if (!f)
+			return 0;
+		r = stasis_path_str(&f->f_path, buf, len);
+		fput(f);
+		return r;
+	}
+	if (which == 1)
+		get_fs_pwd(current->fs, &p);
+	else if (which == 2)
+		get_fs_root(current->fs, &p);
+	else
+		return -EINVAL;
+	r = stasis_path_str(&p, buf, len);
+	path_put(&p);
+	return r;
+}
+
+/* Fill job->vmas from current->mm. Returns the number of VMAs. */
+long stasis_job_vmas(struct stasis_job *job)
+{
+	struct mm_struct *mm = current->mm;
+	struct vm_area_struct *vma;
+	unsigned int n, i = 0;
+
+	if (job->vmas)
+		return -EBUSY;
+	if (mmap_read_lock_killable(mm))
+		return -EINTR;
+	n = mm->map_count;
+	job->vmas = stasis_kzalloc(sizeof(*job->vmas) * (n ? n : 1));
+	job->vma_files = stasis_kzalloc(sizeof(*job->vma_files) * (n ? n : 1));
+	if (!job->vmas || !job->vma_files) {
+		mmap_read_unlock(mm);
+		return -ENOMEM;
+	}
+	{
+		VMA_ITERATOR(vmi, mm, 0);
+
+		for_each_vma(vmi, vma) {
+			struct stasis_kvma *k = &job->vmas[i];
+			unsigned long f = vma->vm_flags;
+			const char *name = NULL;
+
+			if (i == n)
+				break;
+			k->start = vma->vm_start;
+			k->end = vma->vm_end;
+			k->prot = (f & VM_READ ? PROT_READ : 0) | (f & VM_WRITE ? PROT_WRITE : 0) |
+				  (f & VM_EXEC ? PROT_EXEC : 0);
+			k->flags = (f & VM_SHARED ? 1 : 0) | (f & VM_GROWSDOWN ? 2 : 0) |
+				   (f & VM_DONTCOPY ? 8 : 0) | (f & VM_DONTDUMP ? 16 : 0) |
+				   (f & VM_LOCKED ? 32 : 0) | (f & VM_NORESERVE ? 64 : 0);
+			if (vma->vm_ops && vma->vm_ops->name)
+				name = vma->vm_ops->name(vma);
+			if (name && !strcmp(name, "[vdso]")) {
+				k->kind = 5;
+			} else if (name && !strcmp(name, "[vvar]")) {
+				k->kind = 6;
+			} else if (vma->vm_file) {
+				struct file *file = vma->vm_file;
+				struct inode *inode = file_inode(file);
+				const char *dname = file->f_path.dentry->d_name.name;
+				bool shm = inode->i_sb->s_magic == TMPFS_MAGIC;
+
+				if (f & VM_HUGETLB)
+					k->unsupported = 1;
+				k->dev = new_encode_dev(inode->i_sb->s_dev);
+				k->ino = inode->i_ino;
+				k->offset = (u64)vma->vm_pgoff << PAGE_SHIFT;
+				if (shm && (f & VM_SHARED) && !strcmp(dname, "dev/zero")) {
+					k->kind = 2;	/* shared anonymous (shmem) */
+					k->shm_id = inode->i_ino;
+					k->offset = 0;
+					k->need_pages = f & VM_READ ? 1 : 2;
+				} else if (shm && !strncmp(dname, "SYSV", 4)) {
+					k->kind = 10;
+					k->unsupported = 1;	/* SysV shm: extension not written */
+				} else {
+					if (d_unlinked(file->f_path.dentry))
+						k->flags |= 4;
+					k->kind = f & VM_SHARED ? 4 : 3;
+					if (!(f & VM_SHARED) && vma->anon_vma)
+						k->need_pages = f & VM_READ ? 1 : 2;
+				}
+				get_file(file);
+				job->vma_files[i] = file;
+			} else {
+				if (f & (VM_IO | VM_PFNMAP | VM_MIXEDMAP))
+					k->unsupported = 1;
+				if (vma->vm_start <= mm->brk && vma->vm_end >= mm->start_brk)
+					k->kind = 8;
+				else if (vma->vm_start <= mm->start_stack &&
+					 vma->vm_end >= mm->start_stack)
+					k->kind = 9;
+				else
+					k->kind = 1;
+				/* No anon_vma: never written, every page reads as zero. */
+				if (vma->anon_vma)
+					k->need_pages = f & VM_READ ? 1 : 2;
+			}
+			i++;
+		}
+	}
+	job->nr_vmas = i;
+	mmap_read_unlock(mm);
+	return i;
+}
+
+/* VMA idx of the snapshot, and its path (length returned). */
+long stasis_job_vma(struct stasis_job *job, unsigned int idx, struct stasis_kvma *out,
+		    size_t size, char *buf, size_t len)
+{
+	long r = 0;
+
+	if (idx >= job->nr_vmas || size != sizeof(*out))
+		return -EINVAL;
+	*out = job->vmas[idx];
+	if (job->vma_files[idx])
+		r = stasis_path_str(&job->vma_files[idx]->f_path, buf, len);
+	if (r >= 0)
+		out->path_len = r;
+	return r;
+}
+
+/*
+ * Copy the page at @addr of current's mm into @buf without faulting anything in:
+ * 1 copied, 0 not present (never touched: reads as zero), <0 error. mode 2 (mapping
+ * not readable): read through access_process_vm with FOLL_FORCE, like ptrace.
+ */
+long stasis_job_read_page(struct stasis_job *job, u64 addr, void *buf, unsigned int mode)
+{
+	if (addr & ~PAGE_MASK)
+		return -EINVAL;
+	if (mode == 1)
+		return copy_from_user_nofault(buf, (const void __user *)(unsigned long)addr,
+					      PAGE_SIZE) ? 0 : 1;
+	if (mode == 2)
+		return access_process_vm(current, addr, buf, PAGE_SIZE, FOLL_FORCE) ==
+		       PAGE_SIZE ? 1 : 0;
+	return -EINVAL;
 }
 
 /* ---- the device ------------------------------------------------------------------ */
@@ -575,7 +1101,8 @@ static struct miscdevice stasis_dev = {
 
 static int __init stasis_init(void)
 {
-	long r = stasis_rs_init(sizeof(struct user_regs_struct));
+	long r = stasis_rs_init(sizeof(struct user_regs_struct), sizeof(struct stasis_kthread),
+				sizeof(struct stasis_kproc), sizeof(struct stasis_kvma));
 
 	if (r)
 		return (int)r;

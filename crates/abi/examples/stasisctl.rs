@@ -2,6 +2,7 @@
 //!
 //!   stasisctl version [--expect-ext NAME]... [--expect-no-ext NAME]...
 //!   stasisctl freeze PID [--hold MS] [--hold-forever] [--expect-threads N]
+//!   stasisctl checkpoint PID IMAGE [--kill|--keep-frozen] [--expect-errno N]
 //!   stasisctl abuse          (bad sizes, pointers, flags: every call must fail cleanly)
 //!
 //! Built on the host (`cargo build -p stasis-abi --example stasisctl`) and run in the
@@ -218,6 +219,61 @@ fn cmd_freeze(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+fn cmd_checkpoint(args: &[String]) -> Result<(), String> {
+    let pid: i32 = num(args.first(), "checkpoint PID")?;
+    let path = args.get(1).ok_or("checkpoint PID IMAGE")?;
+    let mut flags = 0;
+    let mut expect_errno: Option<i32> = None;
+    let mut it = args.iter().skip(2);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--kill" => flags |= CHECKPOINT_KILL,
+            "--keep-frozen" => flags |= CHECKPOINT_KEEP_FROZEN,
+            "--expect-errno" => expect_errno = Some(num(it.next(), "--expect-errno")?),
+            o => return Err(format!("unknown option {o}")),
+        }
+    }
+    let dev = open_dev()?;
+    let tmp = format!("{path}.tmp");
+    let img = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).map_err(|e| format!("{tmp}: {e}"))?;
+    let mut a = CheckpointArgs { pid, fd: img.as_raw_fd(), flags, ..CheckpointArgs::new_zeroed() };
+    let t0 = Instant::now();
+    let r = ioc(dev.as_raw_fd(), IOC_CHECKPOINT, &mut a as *mut _ as *mut u8);
+    let took = t0.elapsed();
+    if let Some(want) = expect_errno {
+        let _ = std::fs::remove_file(&tmp);
+        return match r {
+            Err(e) if e == want => {
+                println!("checkpoint {pid}: errno {e} as expected");
+                Ok(())
+            }
+            other => Err(format!("checkpoint {pid}: {other:?}, expected errno {want}")),
+        };
+    }
+    r.map_err(|e| format!("STASIS_IOC_CHECKPOINT {pid}: errno {e}"))?;
+    img.sync_all().map_err(|e| format!("fsync {tmp}: {e}"))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("rename {tmp}: {e}"))?;
+    let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "checkpoint pid {pid}: {} threads, {} vmas, {} pages, {} bytes (file {len}); frozen after {:.3} ms, written in {:.3} ms, ioctl {:.3} ms",
+        a.nr_threads,
+        a.nr_vmas,
+        a.pages,
+        a.bytes,
+        a.freeze_ns as f64 / 1e6,
+        a.write_ns as f64 / 1e6,
+        took.as_secs_f64() * 1e3
+    );
+    if a.bytes != len {
+        return Err(format!("module says {} bytes, file has {len}", a.bytes));
+    }
+    if flags & CHECKPOINT_KEEP_FROZEN != 0 {
+        ioc(dev.as_raw_fd(), IOC_THAW, std::ptr::null_mut()).map_err(|e| format!("THAW after --keep-frozen: errno {e}"))?;
+    }
+    println!("checkpoint: ok");
+    Ok(())
+}
+
 /// Malformed requests: each must fail with the expected errno, never oops.
 fn cmd_abuse() -> Result<(), String> {
     let f = open_dev()?;
@@ -247,6 +303,14 @@ fn cmd_abuse() -> Result<(), String> {
     call("no such pid", FreezeArgs { pid: 0x3fff_fff0, ..FreezeArgs::new_zeroed() }, 3);
     call("self", FreezeArgs { pid: me, ..FreezeArgs::new_zeroed() }, 35);
     call("kthread", FreezeArgs { pid: 2, ..FreezeArgs::new_zeroed() }, 1);
+    let mut ck = |name: &'static str, mut a: CheckpointArgs, want: i32| {
+        checks.push((name, ioc(fd, IOC_CHECKPOINT, &mut a as *mut _ as *mut u8), want));
+    };
+    ck("ckpt flags", CheckpointArgs { pid: 1, fd: 1, flags: 4, ..CheckpointArgs::new_zeroed() }, 22);
+    ck("ckpt kill+keep", CheckpointArgs { pid: 1, fd: 1, flags: 3, ..CheckpointArgs::new_zeroed() }, 22);
+    ck("ckpt out set", CheckpointArgs { pid: 1, fd: 1, bytes: 1, ..CheckpointArgs::new_zeroed() }, 22);
+    ck("ckpt fd -1", CheckpointArgs { pid: 1, fd: -1, ..CheckpointArgs::new_zeroed() }, 22);
+    ck("ckpt self", CheckpointArgs { pid: me, fd: 1, ..CheckpointArgs::new_zeroed() }, 35);
     checks.push(("thaw unfrozen", ioc(fd, IOC_THAW, std::ptr::null_mut()), 22));
     let mut bad = 0;
     for (name, got, want) in &checks {
@@ -273,6 +337,7 @@ fn main() -> ExitCode {
         Some("version") => cmd_version(&args[1..]),
         Some("freeze") => cmd_freeze(&args[1..]),
         Some("abuse") => cmd_abuse(),
+        Some("checkpoint") => cmd_checkpoint(&args[1..]),
         _ => Err("usage: stasisctl version|freeze PID|abuse ...".into()),
     };
     match r {

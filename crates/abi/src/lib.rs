@@ -43,6 +43,10 @@ pub const IOC_FREEZE: u32 = ioc(IOC_READ | IOC_WRITE, 0x01, size_of::<FreezeArgs
 /// `STASIS_IOC_THAW`: release the threads parked by this file descriptor's FREEZE.
 pub const IOC_THAW: u32 = ioc(IOC_NONE, 0x02, 0);
 
+/// `STASIS_IOC_CHECKPOINT`: freeze `CheckpointArgs::pid`, write its image to `fd`, then
+/// let it run on (or kill it, or keep it frozen); see [`CheckpointArgs`].
+pub const IOC_CHECKPOINT: u32 = ioc(IOC_READ | IOC_WRITE, 0x03, size_of::<CheckpointArgs>());
+
 /// Extension ids: bit `n` of [`VersionInfo::extensions`] is set when the extension
 /// with id `n` is loaded. The ids are those of the image format's record kinds
 /// (`kind >> 16`, `stasis_image::Extension`).
@@ -116,6 +120,45 @@ pub struct FreezeArgs {
     pub _reserved: u32,
 }
 
+/// Argument of `STASIS_IOC_CHECKPOINT`.
+///
+/// The module freezes every thread of `pid` (as FREEZE does: same permission check),
+/// writes a stasis image (the stasis-image format, engine KERNEL) to `fd` from inside
+/// the target (one of its parked threads writes, with kernel_write, at the file's
+/// position), and then releases the threads, or kills the process
+/// ([`CHECKPOINT_KILL`]), or keeps it frozen until THAW or close
+/// ([`CHECKPOINT_KEEP_FROZEN`]). State the image cannot carry fails the call with
+/// EOPNOTSUPP (the reason is logged) and leaves the target running.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct CheckpointArgs {
+    pub pid: i32,
+    /// Open for writing: a regular file, a pipe or a socket.
+    pub fd: i32,
+    /// `CHECKPOINT_*`.
+    pub flags: u32,
+    /// Freeze timeout as in [`FreezeArgs::timeout_ms`].
+    pub timeout_ms: u32,
+    /// Out: bytes written.
+    pub bytes: u64,
+    /// Out: pages of memory written.
+    pub pages: u64,
+    /// Out: threads and VMAs written.
+    pub nr_threads: u32,
+    pub nr_vmas: u32,
+    /// Out: ns from the start of the call until all threads were parked, and until
+    /// the image was written.
+    pub freeze_ns: u64,
+    pub write_ns: u64,
+}
+
+/// Kill the target (SIGKILL) after a successful checkpoint, instead of releasing it.
+pub const CHECKPOINT_KILL: u32 = 1;
+/// Keep the target frozen after a successful checkpoint (until THAW or close).
+pub const CHECKPOINT_KEEP_FROZEN: u32 = 2;
+/// All defined checkpoint flags.
+pub const CHECKPOINT_FLAGS: u32 = CHECKPOINT_KILL | CHECKPOINT_KEEP_FROZEN;
+
 /// One parked thread, as its task_work callback saw it.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
@@ -185,6 +228,7 @@ const _: () = assert!(size_of::<VersionInfo>() == 24);
 const _: () = assert!(size_of::<FreezeArgs>() == 32);
 const _: () = assert!(size_of::<FrozenThread>() == 40);
 const _: () = assert!(size_of::<UserRegs>() == 27 * 8);
+const _: () = assert!(size_of::<CheckpointArgs>() == 56);
 
 #[cfg(test)]
 mod tests {

@@ -12,13 +12,17 @@
 
 extern crate alloc;
 
+mod checkpoint;
+mod kstate;
+
 use alloc::vec::Vec;
 use core::alloc::{GlobalAlloc, Layout};
 use core::ffi::c_void;
 use core::mem::size_of;
 
 use stasis_abi::{
-    FreezeArgs, FrozenThread, UserRegs, VersionInfo, ABI_VERSION, EXT_CORE, FROZEN_IN_SYSCALL_RESTART,
+    CheckpointArgs, FreezeArgs, FrozenThread, UserRegs, VersionInfo, ABI_VERSION, CHECKPOINT_FLAGS,
+    CHECKPOINT_KEEP_FROZEN, CHECKPOINT_KILL, EXT_CORE, FROZEN_IN_SYSCALL_RESTART, IOC_CHECKPOINT,
     IOC_FREEZE, IOC_THAW, IOC_VERSION,
 };
 use stasis_abi::zerocopy::{FromBytes, IntoBytes};
@@ -38,13 +42,14 @@ const MAX_TIMEOUT_MS: u32 = 600_000;
 
 // printk levels the shim understands.
 const LOG_ERR: u32 = 3;
+pub(crate) const LOG_WARN: u32 = 4;
 const LOG_INFO: u32 = 6;
 
 extern "C" {
     fn stasis_kmalloc(size: usize) -> *mut u8;
     fn stasis_kfree(p: *mut u8);
     fn stasis_log(level: u32, msg: *const u8, len: usize);
-    fn stasis_bug() -> !;
+    fn stasis_bug();
     fn stasis_ext_mask() -> u64;
     fn stasis_freeze(sess: *mut c_void, pid: i32, timeout_ms: u32, max_threads: u32) -> i64;
     fn stasis_frozen_each(
@@ -54,9 +59,12 @@ extern "C" {
     ) -> i64;
     fn stasis_thaw(sess: *mut c_void) -> i64;
     fn stasis_copy_to_user(uaddr: u64, src: *const u8, len: usize) -> i64;
+    fn stasis_run_job(sess: *mut c_void, fd: i32, ctx: *mut c_void) -> i64;
+    fn stasis_kill_frozen(sess: *mut c_void) -> i64;
+    fn stasis_now_ns() -> u64;
 }
 
-fn log(level: u32, msg: &str) {
+pub(crate) fn log(level: u32, msg: &str) {
     // SAFETY: the shim prints exactly len bytes from msg.
     unsafe { stasis_log(level, msg.as_ptr(), msg.len()) }
 }
@@ -90,17 +98,23 @@ static ALLOC: KernelAlloc = KernelAlloc;
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
     log(LOG_ERR, "stasis: Rust panic\n");
-    // SAFETY: stasis_bug() BUG()s and never returns; ud2 in case it ever does.
+    // SAFETY: stasis_bug() BUG()s and never returns; ud2 in case it ever does (and
+    // so objtool sees the dead end).
     unsafe {
         stasis_bug();
+        core::arch::asm!("ud2", options(noreturn));
     }
 }
 
 /// Called once from module init with the sizes the shim was compiled with.
 #[no_mangle]
-pub extern "C" fn stasis_rs_init(user_regs_size: usize) -> i64 {
-    if user_regs_size != size_of::<UserRegs>() {
-        log(LOG_ERR, "stasis: struct user_regs_struct size mismatch\n");
+pub extern "C" fn stasis_rs_init(user_regs_size: usize, kthread: usize, kproc: usize, kvma: usize) -> i64 {
+    if user_regs_size != size_of::<UserRegs>()
+        || kthread != size_of::<kstate::KThread>()
+        || kproc != size_of::<kstate::KProc>()
+        || kvma != size_of::<kstate::KVma>()
+    {
+        log(LOG_ERR, "stasis: C/Rust struct size mismatch\n");
         return -EINVAL;
     }
     log(LOG_INFO, "stasis: Rust core ready\n");
@@ -124,6 +138,7 @@ pub unsafe extern "C" fn stasis_rs_ioctl(sess: *mut c_void, cmd: u32, buf: *mut 
     match cmd {
         IOC_VERSION => version(buf),
         IOC_FREEZE => freeze(sess, buf),
+        IOC_CHECKPOINT => checkpoint(sess, buf),
         // SAFETY: sess comes from the shim.
         IOC_THAW => unsafe { stasis_thaw(sess) },
         _ => -ENOTTY,
@@ -214,6 +229,56 @@ fn freeze(sess: *mut c_void, buf: &mut [u8]) -> i64 {
         // SAFETY: sess comes from the shim.
         unsafe { stasis_thaw(sess) };
         return r;
+    }
+    0
+}
+
+fn checkpoint(sess: *mut c_void, buf: &mut [u8]) -> i64 {
+    let Ok(a) = CheckpointArgs::mut_from_bytes(buf) else { return -EINVAL };
+    if a.flags & !CHECKPOINT_FLAGS != 0
+        || a.flags == CHECKPOINT_FLAGS
+        || a.pid <= 0
+        || a.fd < 0
+        || a.bytes != 0
+        || a.pages != 0
+        || a.nr_threads != 0
+        || a.nr_vmas != 0
+        || a.freeze_ns != 0
+        || a.write_ns != 0
+    {
+        return -EINVAL;
+    }
+    let timeout = match a.timeout_ms {
+        0 => DEFAULT_TIMEOUT_MS,
+        t => t.min(MAX_TIMEOUT_MS),
+    };
+    // SAFETY: plain calls into the shim with its session.
+    unsafe {
+        let t0 = stasis_now_ns();
+        let n = stasis_freeze(sess, a.pid, timeout, MAX_THREADS);
+        if n < 0 {
+            return n;
+        }
+        let t1 = stasis_now_ns();
+        let mut st = checkpoint::Stats::default();
+        let r = stasis_run_job(sess, a.fd, &mut st as *mut checkpoint::Stats as *mut c_void);
+        let t2 = stasis_now_ns();
+        if r < 0 {
+            stasis_thaw(sess);
+            return r;
+        }
+        a.bytes = st.bytes;
+        a.pages = st.pages;
+        a.nr_threads = st.threads;
+        a.nr_vmas = st.vmas;
+        a.freeze_ns = t1.saturating_sub(t0);
+        a.write_ns = t2.saturating_sub(t1);
+        if a.flags & CHECKPOINT_KILL != 0 {
+            stasis_kill_frozen(sess);
+            stasis_thaw(sess);
+        } else if a.flags & CHECKPOINT_KEEP_FROZEN == 0 {
+            stasis_thaw(sess);
+        }
     }
     0
 }
