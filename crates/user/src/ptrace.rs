@@ -456,38 +456,104 @@ fn elf_image_end(buf: &[u8]) -> Option<usize> {
     Some(end)
 }
 
+/// Where [`GADGET`] goes in the vDSO of `pid` (the first 16-aligned spot
+/// after the ELF image, if that padding is free), and whether a complete
+/// gadget is already there (left by a checkpointer that died).
+pub fn gadget_slot(pid: i32, vdso_start: u64, vdso_end: u64) -> io::Result<Option<(u64, bool)>> {
+    let len = (vdso_end.saturating_sub(vdso_start)) as usize;
+    if len == 0 || len > 1 << 20 {
+        return Ok(None);
+    }
+    let mut buf = vec![0u8; len];
+    let n = sys::vm_read(pid, &mut buf, &[(vdso_start, len)])?;
+    buf.truncate(n);
+    let Some(end) = elf_image_end(&buf) else { return Ok(None) };
+    let at = (end + 15) & !15;
+    let Some(slot) = buf.get(at..at + GADGET.len()) else { return Ok(None) };
+    // Zeros, or (part of) a gadget left by a checkpointer that died while
+    // writing or removing it.
+    let free = slot
+        .chunks_exact(8)
+        .zip(GADGET.chunks_exact(8))
+        .all(|(w, g)| w.iter().all(|&b| b == 0) || w == g);
+    if !free {
+        return Ok(None);
+    }
+    Ok(Some((vdso_start + at as u64, slot == GADGET)))
+}
+
+/// If stopped thread `tid` is inside the gadget at `gadget` (it was parked
+/// there by a checkpointer that died, and has not reached its rt_sigreturn
+/// yet), run it up to the end of that rt_sigreturn and back into an
+/// interrupt stop, so it is in its own context again. Returns whether it had
+/// to. Signals met on the way are re-sent afterwards.
+pub fn leave_gadget(pid: i32, tid: i32, gadget: u64) -> io::Result<bool> {
+    let r = get_regs(tid)?;
+    if !(gadget..gadget + GADGET.len() as u64).contains(&r.rip) {
+        return Ok(false);
+    }
+    let mut held = Vec::new();
+    let mut in_sigreturn = false;
+    syscall(tid, 0)?;
+    for _ in 0..64 {
+        match wait(tid)? {
+            WaitStatus::Stopped { sig, event: 0 } if sig == (libc::SIGTRAP | 0x80) => {
+                if in_sigreturn {
+                    // Exit of rt_sigreturn: the thread has its context back.
+                    interrupt(tid)?;
+                    cont(tid, 0)?;
+                    loop {
+                        match wait(tid)? {
+                            WaitStatus::Stopped { event: event::STOP, .. } => {
+                                for s in held {
+                                    let _ = sys::tgkill(pid, tid, s);
+                                }
+                                return Ok(true);
+                            }
+                            WaitStatus::Stopped { sig, event: 0 } => {
+                                held.push(sig);
+                                interrupt(tid)?;
+                                cont(tid, 0)?;
+                            }
+                            WaitStatus::Stopped { .. } => cont(tid, 0)?,
+                            st => return Err(io::Error::other(format!("thread {tid}: {st:?} leaving the gadget"))),
+                        }
+                    }
+                }
+                let now = get_regs(tid)?;
+                if now.orig_rax == 15 && now.rip == gadget + 11 {
+                    in_sigreturn = true;
+                }
+                syscall(tid, 0)?;
+            }
+            WaitStatus::Stopped { sig, event: 0 } => {
+                held.push(sig);
+                syscall(tid, 0)?;
+            }
+            WaitStatus::Stopped { .. } => syscall(tid, 0)?,
+            st => return Err(io::Error::other(format!("thread {tid}: {st:?} leaving the gadget"))),
+        }
+    }
+    Err(io::Error::other(format!("thread {tid} did not leave the injection gadget")))
+}
+
 impl Injector {
     /// Prepare injection into `pid` through its stopped tracee `tid`: find a
     /// `syscall` instruction in the vDSO and, when the vDSO has room in its
-    /// trailing padding, write [`GADGET`] there (PTRACE_POKEDATA). Undo with
-    /// [`Injector::uninstall`] (leaving the gadget behind is harmless: it
-    /// sits in padding no code jumps to).
+    /// trailing padding (see [`gadget_slot`]), write [`GADGET`] there
+    /// (PTRACE_POKEDATA). No thread may be inside a gadget left there (see
+    /// [`leave_gadget`]). Undo with [`Injector::uninstall`] (leaving the
+    /// gadget behind is harmless: it sits in padding no code jumps to).
     pub fn install(pid: i32, tid: i32, vdso_start: u64, vdso_end: u64) -> io::Result<Injector> {
         let syscall_insn = find_syscall_insn(pid, vdso_start, vdso_end)?;
-        let len = (vdso_end - vdso_start) as usize;
-        let mut buf = vec![0u8; len];
-        let n = sys::vm_read(pid, &mut buf, &[(vdso_start, len)])?;
-        buf.truncate(n);
         let mut gadget = None;
-        if let Some(end) = elf_image_end(&buf) {
-            let at = (end + 15) & !15;
-            if let Some(slot) = buf.get(at..at + GADGET.len()) {
-                // Zeros, or (part of) a gadget left by a checkpointer that
-                // died while writing or removing it.
-                let free = slot
-                    .chunks_exact(8)
-                    .zip(GADGET.chunks_exact(8))
-                    .all(|(w, g)| w.iter().all(|&b| b == 0) || w == g);
-                if free {
-                    let addr = vdso_start + at as u64;
-                    for (i, w) in GADGET.chunks_exact(8).enumerate() {
-                        let word = u64::from_le_bytes(w.try_into().unwrap_or([0xcc; 8]));
-                        sys::ptrace_poke(tid, addr + 8 * i as u64, word)
-                            .map_err(|e| io::Error::new(e.kind(), format!("writing the injection gadget: {e}")))?;
-                    }
-                    gadget = Some(addr);
-                }
+        if let Some((addr, _present)) = gadget_slot(pid, vdso_start, vdso_end)? {
+            for (i, w) in GADGET.chunks_exact(8).enumerate() {
+                let word = u64::from_le_bytes(w.try_into().unwrap_or([0xcc; 8]));
+                sys::ptrace_poke(tid, addr + 8 * i as u64, word)
+                    .map_err(|e| io::Error::new(e.kind(), format!("writing the injection gadget: {e}")))?;
             }
+            gadget = Some(addr);
         }
         Ok(Injector { pid, syscall_insn, gadget })
     }

@@ -26,7 +26,7 @@ pub(crate) struct Tracer {
 }
 
 fn attach_err(pid: i32, tid: i32, source: io::Error) -> DumpError {
-    DumpError::Attach { pid, tid, source }
+    DumpError::Attach { pid, tid, source, note: String::new() }
 }
 
 impl Tracer {
@@ -66,14 +66,11 @@ impl Tracer {
                         new = true;
                     }
                     Err(e) => {
-                        let why = match crate::proc::Status::read(pid).and_then(|s| s.num("TracerPid")) {
-                            Ok(tp) if tp != 0 => io::Error::new(
-                                e.kind(),
-                                format!("{e} (already traced by process {tp})"),
-                            ),
-                            _ => e,
+                        let note = match crate::proc::Status::read(pid).and_then(|s| s.num("TracerPid")) {
+                            Ok(tp) if tp != 0 => format!(" (already traced by {tp})"),
+                            _ => String::new(),
                         };
-                        return Err(attach_err(pid, tid, why));
+                        return Err(DumpError::Attach { pid, tid, source: e, note });
                     }
                 }
             }

@@ -66,8 +66,8 @@ pub enum DumpError {
     NoProcess { pid: i32 },
     #[error("cannot checkpoint process {pid}: it is the checkpointer itself")]
     SelfTarget { pid: i32 },
-    #[error("process {pid}: cannot seize thread {tid} with ptrace: {source}")]
-    Attach { pid: i32, tid: i32, source: io::Error },
+    #[error("process {pid}: cannot seize thread {tid} with ptrace: {source}{note}")]
+    Attach { pid: i32, tid: i32, source: io::Error, note: String },
     #[error("process {pid}: detaching thread {tid} failed: {source}")]
     Detach { pid: i32, tid: i32, source: io::Error },
     #[error("process {pid}: {step}: {source}")]
@@ -182,6 +182,18 @@ fn dump_frozen<W: io::Write>(
     let files = files::collect(pid)?;
 
     phase("checked children, maps, files");
+    // A checkpointer that died during an injection may have left threads
+    // inside the gadget on their way back (rt_sigreturn): finish that first.
+    let vdso = maps
+        .iter()
+        .find(|m| m.path == b"[vdso]")
+        .ok_or_else(|| DumpError::Unsupported { pid, what: "the vDSO".into(), reason: "the process has no [vdso] mapping to run system calls through".into() })?;
+    if let Some((g, true)) = ptrace::gadget_slot(pid, vdso.start, vdso.end).map_err(|e| DumpError::io(pid, "reading the vDSO", e))? {
+        for &tid in &tids {
+            ptrace::leave_gadget(pid, tid, g)
+                .map_err(|source| DumpError::Thread { pid, tid, step: "leaving a previous injection", source })?;
+        }
+    }
     // Threads (no injection needed).
     let mut threads = Vec::with_capacity(tids.len());
     for &tid in &tids {
@@ -194,10 +206,6 @@ fn dump_frozen<W: io::Write>(
     let status = Status::read(pid).map_err(|e| DumpError::io(pid, "reading status", e))?;
     let sig_set = state::signals_to_read(&status).map_err(|e| DumpError::io(pid, "reading SigCgt/SigIgn", e))?;
     let ptimers = proc::timers(pid).map_err(|e| DumpError::io(pid, "reading /proc/PID/timers", e))?;
-    let vdso = maps
-        .iter()
-        .find(|m| m.path == b"[vdso]")
-        .ok_or_else(|| DumpError::Unsupported { pid, what: "the vDSO".into(), reason: "the process has no [vdso] mapping to run system calls through".into() })?;
     phase("threads read");
     let injector = Injector::install(pid, pid, vdso.start, vdso.end)
         .map_err(|e| DumpError::io(pid, "preparing system call injection in the vDSO", e))?;
