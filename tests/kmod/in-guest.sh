@@ -136,6 +136,43 @@ else
     fail "counters as nobody did not start"
 fi
 
+# --- checkpoint ---------------------------------------------------------------------
+# The image must pass stasis-image's full ProcessImage validation, and the workload,
+# released after the checkpoint, must still pass its own checks.
+for w in counters blocked tls fpu memory python_threads.py bash_loop.sh signals; do
+    if start_wl $w; then
+        p=$WPID
+        nt=$(ls /proc/$p/task | wc -l)
+        if $CTL checkpoint $p $D/$w.img >$D/$w.ck 2>&1; then
+            cat $D/$w.ck
+            check "$w: checkpoint image valid ($nt threads)" $IMG $D/$w.img --expect-threads $nt
+        elif grep -q "errno 95" $D/$w.ck; then
+            pass "$w: checkpoint refused (EOPNOTSUPP): $(dmesg | grep 'checkpoint refused' | tail -n1 | sed 's/.*refused: //')"
+        else
+            fail "$w: checkpoint"; cat $D/$w.ck
+        fi
+        stop_wl $w $p
+    fi
+done
+if [ -f $D/blocked.img ]; then
+    n=$($IMG $D/blocked.img | grep -c ' flags .F ')
+    [ "$n" -ge 6 ] && pass "blocked: $n threads saved with the syscall-restart fixup" || fail "blocked: $n fixed threads"
+fi
+# --kill: the target is gone after a successful checkpoint.
+if start_wl counters; then
+    p=$WPID
+    check "checkpoint --kill" $CTL checkpoint $p $D/kill.img --kill
+    wait $p; rc=$?
+    [ "$rc" = 137 ] && pass "checkpoint --kill killed the target" || fail "checkpoint --kill: wait status $rc"
+    check "checkpoint --kill image valid" $IMG $D/kill.img --expect-threads 9
+fi
+# --keep-frozen, then THAW (stasisctl does it): still fine.
+if start_wl counters; then
+    p=$WPID
+    check "checkpoint --keep-frozen + thaw" $CTL checkpoint $p $D/keep.img --keep-frozen
+    stop_wl counters $p
+fi
+
 # --- unload -----------------------------------------------------------------------
 check "rmmod stasis_files" rmmod stasis_files
 check "VERSION without files again" $CTL version --expect-no-ext files

@@ -22,9 +22,11 @@ if ((build)); then
     (cd "$root" && CARGO_TARGET_DIR="$out/host" cargo build -q -p stasis-abi --example stasisctl)
     make -s -C "$root/tests/workloads" O="$out/workloads" >/dev/null
     gcc -O2 -pthread -Wall -Werror -o "$out/spawner" "$here/spawner.c"
+    (cd "$root/kmod/tools/imgcheck" && CARGO_TARGET_DIR="$out/tools" cargo build -q)
 fi
 echo "kmod tests: build $((SECONDS - t0)) s" >&2
 "$root/tests/guest/guest.sh" --slub-debug --timeout 300 --check-dmesg "${verbose[@]}" \
     --env "KMOD=$root/kmod" --env "CTL=$out/host/debug/examples/stasisctl" \
     --env "WL=$out/workloads" --env "SPAWNER=$out/spawner" \
+    --env "IMG=$out/tools/debug/stasis-kimgcheck" \
     -- bash "$here/in-guest.sh"

@@ -310,8 +310,17 @@ fn cmd_abuse() -> Result<(), String> {
     ck("ckpt kill+keep", CheckpointArgs { pid: 1, fd: 1, flags: 3, ..CheckpointArgs::new_zeroed() }, 22);
     ck("ckpt out set", CheckpointArgs { pid: 1, fd: 1, bytes: 1, ..CheckpointArgs::new_zeroed() }, 22);
     ck("ckpt fd -1", CheckpointArgs { pid: 1, fd: -1, ..CheckpointArgs::new_zeroed() }, 22);
+    // A real target, but a file descriptor that cannot be written: nothing written,
+    // the target runs on.
+    let mut child = std::process::Command::new("sleep").arg("30").spawn().map_err(|e| format!("sleep: {e}"))?;
+    let ro = std::fs::File::open("/dev/null").map_err(|e| e.to_string())?;
+    let cpid = child.id() as i32;
+    ck("ckpt read-only fd", CheckpointArgs { pid: cpid, fd: ro.as_raw_fd(), ..CheckpointArgs::new_zeroed() }, 9);
+    ck("ckpt closed fd", CheckpointArgs { pid: cpid, fd: 999, ..CheckpointArgs::new_zeroed() }, 9);
     ck("ckpt self", CheckpointArgs { pid: me, fd: 1, ..CheckpointArgs::new_zeroed() }, 35);
     checks.push(("thaw unfrozen", ioc(fd, IOC_THAW, std::ptr::null_mut()), 22));
+    let _ = child.kill();
+    let _ = child.wait();
     let mut bad = 0;
     for (name, got, want) in &checks {
         let ok = *got == Err(*want);

@@ -224,9 +224,19 @@ fn path(job: *mut c_void, which: u32, buf: &mut [u8]) -> Result<usize, i64> {
 }
 
 fn unsupported(what: &str) -> i64 {
-    log(LOG_WARN, "stasis: checkpoint refused: ");
-    log(LOG_WARN, what);
-    log(LOG_WARN, "\n");
+    // One printk: "stasis: checkpoint refused: <what>\n".
+    let mut line = [0u8; 160];
+    let mut n = 0;
+    for part in ["stasis: checkpoint refused: ", what, "\n"] {
+        for b in part.bytes() {
+            if let Some(d) = line.get_mut(n) {
+                *d = b;
+                n += 1;
+            }
+        }
+    }
+    let s = core::str::from_utf8(line.get(..n).unwrap_or(&[])).unwrap_or("stasis: checkpoint refused\n");
+    log(LOG_WARN, s);
     -EOPNOTSUPP
 }
 
