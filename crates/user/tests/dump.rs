@@ -462,3 +462,50 @@ fn abandoned_injection_returns_through_sigreturn() {
         finish_ok(&mut w);
     }
 }
+
+/// A target stopped by SIGSTOP is checkpointed and stays stopped (the group
+/// stop survives our seize/interrupt/inject/detach).
+#[test]
+fn stopped_target_stays_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = start("counters", dir.path(), &[]);
+    let pid = w.pid() as i32;
+    // SAFETY: plain kill.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let t0 = Instant::now();
+    while !status_field(pid, "State").starts_with('T') {
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let live = tids(pid);
+    let p = dir.path().join("img");
+    dump_to(pid, &p);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(status_field(pid, "State").starts_with('T'), "no longer stopped: {}", status_field(pid, "State"));
+    assert_eq!(status_field(pid, "TracerPid"), "0");
+    let bytes = fs::read(&p).unwrap();
+    check_image(&parse(&bytes), pid, &live);
+    // SAFETY: plain kill.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    finish_ok(&mut w);
+}
+
+/// Process trees are not supported yet: a child is refused by name.
+#[test]
+fn child_process_is_refused() {
+    let mut c = python(
+        "import subprocess,time\np=subprocess.Popen(['sleep','30'])\nprint('ready',flush=True)\ntime.sleep(30)\n",
+    );
+    assert_eq!(wait_line(&mut c).trim(), "ready");
+    let pid = c.id() as i32;
+    let err = match checkpoint(pid, std::io::sink(), None) {
+        Ok(_) => panic!("a process with a child must be refused"),
+        Err(e) => e,
+    };
+    let msg = err.to_string();
+    assert!(msg.contains("child process"), "unclear error: {msg}");
+    assert_running_untraced(pid);
+    // SAFETY: kill the python process group member and its child.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    c.wait().unwrap();
+}
