@@ -402,6 +402,16 @@ pub fn pread(fd: &impl AsRawFd, buf: &mut [u8], off: u64) -> io::Result<usize> {
     }
 }
 
+/// lseek(fd, off, whence). SEEK_DATA/SEEK_HOLE past the data give ENXIO.
+pub fn lseek(fd: &impl AsRawFd, off: u64, whence: i32) -> io::Result<u64> {
+    // SAFETY: integer arguments only.
+    let r = unsafe { libc::lseek64(fd.as_raw_fd(), off as i64, whence) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r as u64)
+}
+
 /// Our own thread id.
 pub fn gettid() -> i32 {
     // SAFETY: no arguments.

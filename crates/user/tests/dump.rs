@@ -509,3 +509,40 @@ fn child_process_is_refused() {
     unsafe { libc::kill(pid, libc::SIGKILL) };
     c.wait().unwrap();
 }
+
+/// Shared anonymous memory whose pages are not mapped in the page tables
+/// (MADV_DONTNEED zaps the PTEs, the data stays in the object) is still saved.
+#[test]
+fn shared_anon_pages_not_in_page_tables_are_saved() {
+    let mut c = python(
+        "import mmap,ctypes,time\nn=8*4096\nm=mmap.mmap(-1,n,flags=mmap.MAP_SHARED)\n\
+         m[:]=bytes((i//4096)+65 for i in range(n))\nm.madvise(mmap.MADV_DONTNEED,0,4*4096)\n\
+         a=ctypes.addressof(ctypes.c_char.from_buffer(m))\nprint(a,flush=True)\ntime.sleep(30)\n",
+    );
+    let addr: u64 = wait_line(&mut c).trim().parse().unwrap();
+    let pid = c.id() as i32;
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("img");
+    dump_to(pid, &p);
+    let bytes = fs::read(&p).unwrap();
+    let img = parse(&bytes);
+    let v = img.vmas.iter().find(|v| v.rec.start <= addr && addr < v.rec.end).expect("VMA of the mapping");
+    assert_eq!(v.rec.kind, vma_kind::ANON_SHARED);
+    assert_ne!(v.rec.shm_id, 0);
+    // Collect the saved pages of that VMA.
+    let mut found = std::collections::BTreeMap::new();
+    for pg in img.pages.iter().filter(|pg| pg.vma_start == v.rec.start) {
+        let mut off = 0usize;
+        for r in &pg.runs {
+            for i in 0..r.nr_pages {
+                found.insert(r.addr + i * 4096, pg.data[off] );
+                off += 4096;
+            }
+        }
+    }
+    for i in 0..8u64 {
+        assert_eq!(found.get(&(addr + i * 4096)), Some(&(65 + i as u8)), "page {i} of the shared mapping");
+    }
+    c.kill().unwrap();
+    c.wait().unwrap();
+}

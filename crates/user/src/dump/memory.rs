@@ -39,8 +39,13 @@ pub(crate) struct Vma {
     pub path: Vec<u8>,
     pub save: Save,
     pub readable: bool,
-    /// Runs of candidate pages (addr, nr_pages) found in pagemap.
+    /// Runs of candidate pages (addr, nr_pages) found in pagemap (or in the
+    /// shared memory object).
     pub runs: Vec<(u64, u64)>,
+    /// Shared anonymous memory: the shmem object, opened through
+    /// /proc/PID/map_files, to read its pages (all of them, also those not
+    /// mapped in the page tables: zapped or swapped out).
+    pub object: Option<OwnedFd>,
 }
 
 fn unsupported(pid: i32, m: &MapEntry, reason: &str) -> DumpError {
@@ -137,8 +142,15 @@ pub(crate) fn vmas(pid: i32, maps: &[MapEntry]) -> Result<Vec<Vma>, DumpError> {
             ino: m.inode,
             shm_id,
         };
-        let save = if m.rss_kb == 0 && m.swap_kb == 0 { Save::Nothing } else { save };
-        out.push(Vma { rec, path: p.to_vec(), save, readable: m.read, runs: Vec::new() });
+        let mut object = None;
+        if kind == vma_kind::ANON_SHARED {
+            let mf = proc::pid_path(pid, &format!("map_files/{:x}-{:x}", m.start, m.end));
+            object = sys::open(mf.as_os_str(), libc::O_RDONLY).ok();
+        }
+        // Nothing mapped and nothing swapped: no page to look for (except in
+        // a shared object, whose pages need not be mapped here).
+        let save = if m.rss_kb == 0 && m.swap_kb == 0 && object.is_none() { Save::Nothing } else { save };
+        out.push(Vma { rec, path: p.to_vec(), save, readable: m.read, runs: Vec::new(), object });
     }
     Ok(out)
 }
@@ -152,6 +164,12 @@ pub(crate) fn scan(pid: i32, vmas: &mut [Vma], page_size: u64) -> Result<u64, Du
     let mut buf = vec![0u8; CHUNK * 8];
     for v in vmas.iter_mut() {
         if v.save == Save::Nothing {
+            continue;
+        }
+        if let Some(obj) = &v.object {
+            let (runs, bytes) = object_runs(pid, obj, &v.rec, page_size)?;
+            v.runs = runs;
+            total += bytes;
             continue;
         }
         let first = v.rec.start / page_size;
@@ -190,6 +208,47 @@ pub(crate) fn scan(pid: i32, vmas: &mut [Vma], page_size: u64) -> Result<u64, Du
         }
     }
     Ok(total)
+}
+
+/// Data ranges of the shared object behind `v` (SEEK_DATA / SEEK_HOLE over
+/// the part the VMA maps), as page runs in the VMA's address space.
+fn object_runs(pid: i32, obj: &OwnedFd, rec: &VmaRec, page_size: u64) -> Result<(Vec<(u64, u64)>, u64), DumpError> {
+    let off0 = rec.offset;
+    let off_end = off0 + (rec.end - rec.start);
+    let mut runs = Vec::new();
+    let mut pos = off0;
+    let mut total = 0;
+    while pos < off_end {
+        let data = match sys::lseek(obj, pos, libc::SEEK_DATA) {
+            Ok(d) => d / page_size * page_size,
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => break,
+            Err(e) => return Err(DumpError::io(pid, "SEEK_DATA in shared memory", e)),
+        };
+        if data >= off_end {
+            break;
+        }
+        let hole = sys::lseek(obj, data, libc::SEEK_HOLE).map_err(|e| DumpError::io(pid, "SEEK_HOLE in shared memory", e))?;
+        let hole = hole.div_ceil(page_size) * page_size;
+        let (a, b) = (data.max(off0), hole.min(off_end));
+        if b > a {
+            runs.push((rec.start + (a - off0), (b - a) / page_size));
+            total += b - a;
+        }
+        if hole <= pos {
+            break;
+        }
+        pos = hole;
+    }
+    Ok((runs, total))
+}
+
+/// Where a VMA's pages are read from.
+#[derive(Clone, Copy)]
+pub(crate) enum Src<'f> {
+    /// The process's memory (process_vm_readv when `readable`, else /proc/PID/mem).
+    Memory { readable: bool },
+    /// A file mapped by the VMA: page at `addr` is at offset `addr - start + offset`.
+    Object { fd: &'f OwnedFd, start: u64, offset: u64 },
 }
 
 /// Reads the pages of a VMA in batches of at most [`BATCH_BYTES`].
@@ -239,7 +298,11 @@ impl<'a> PageReader<'a> {
     }
 
     /// Read one planned batch and drop zero pages.
-    pub fn read(&mut self, batch: &[(u64, u64)], readable: bool) -> Result<Batch<'_>, DumpError> {
+    pub fn read(&mut self, batch: &[(u64, u64)], src: Src<'_>) -> Result<Batch<'_>, DumpError> {
+        let (readable, file, delta) = match src {
+            Src::Memory { readable } => (readable, self.mem, 0i64),
+            Src::Object { fd, start, offset } => (false, Some(fd), offset as i64 - start as i64),
+        };
         let ps = self.page_size as usize;
         let total: usize = batch.iter().map(|r| r.1 as usize * ps).sum();
         if self.buf.len() < total {
@@ -256,14 +319,15 @@ impl<'a> PageReader<'a> {
             }
         }
         if !done {
-            let mem = self.mem.ok_or_else(|| {
+            let mem = file.ok_or_else(|| {
                 DumpError::io(pid, "reading memory", io::Error::other("no /proc/PID/mem"))
             })?;
             let mut off = 0usize;
             for &(a, len) in &remote {
                 let mut got = 0;
                 while got < len {
-                    let r = sys::pread(mem, &mut buf[off + got..off + len], a + got as u64).map_err(|e| {
+                    let at = (a as i64 + delta) as u64 + got as u64;
+                    let r = sys::pread(mem, &mut buf[off + got..off + len], at).map_err(|e| {
                         DumpError::io(pid, "reading memory", io::Error::new(e.kind(), format!("at {:#x}: {e}", a + got as u64)))
                     })?;
                     if r == 0 {

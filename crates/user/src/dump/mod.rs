@@ -289,7 +289,11 @@ fn dump_frozen<W: io::Write>(
             continue;
         }
         for batch in reader.plan(&v.runs) {
-            let b = reader.read(&batch, v.readable)?;
+            let src = match &v.object {
+                Some(fd) => memory::Src::Object { fd, start: v.rec.start, offset: v.rec.offset },
+                None => memory::Src::Memory { readable: v.readable },
+            };
+            let b = reader.read(&batch, src)?;
             if !b.runs.is_empty() {
                 put!(w.pages(v.rec.start, &b.runs, b.chunks.iter().copied()));
             }
