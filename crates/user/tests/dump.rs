@@ -546,3 +546,44 @@ fn shared_anon_pages_not_in_page_tables_are_saved() {
     c.kill().unwrap();
     c.wait().unwrap();
 }
+
+/// A page of a private file mapping that the process zeroed is saved (a
+/// restart would otherwise show the file's bytes there); untouched file
+/// pages are not saved.
+#[test]
+fn zeroed_private_file_page_is_saved() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("data");
+    fs::write(&f, vec![0x5au8; 4 * 4096]).unwrap();
+    let code = format!(
+        "import mmap,ctypes,time\nf=open('{}','r+b')\nm=mmap.mmap(f.fileno(),4*4096,flags=mmap.MAP_PRIVATE)\n\
+         m[4096:8192]=bytes(4096)\nm[8192:8193]=b'x'\nx=m[0]\n\
+         print(ctypes.addressof(ctypes.c_char.from_buffer(m)),flush=True)\ntime.sleep(30)\n",
+        f.display()
+    );
+    let mut c = python(&code);
+    let addr: u64 = wait_line(&mut c).trim().parse().unwrap();
+    let pid = c.id() as i32;
+    let p = dir.path().join("img");
+    dump_to(pid, &p);
+    let bytes = fs::read(&p).unwrap();
+    let img = parse(&bytes);
+    let v = img.vmas.iter().find(|v| v.rec.start <= addr && addr < v.rec.end).expect("VMA");
+    assert_eq!(v.rec.kind, vma_kind::FILE_PRIVATE);
+    let mut saved = std::collections::BTreeMap::new();
+    for pg in img.pages.iter().filter(|pg| pg.vma_start == v.rec.start) {
+        let mut off = 0usize;
+        for r in &pg.runs {
+            for i in 0..r.nr_pages {
+                saved.insert(r.addr + i * 4096, pg.data[off..off + 4096].to_vec());
+                off += 4096;
+            }
+        }
+    }
+    assert!(!saved.contains_key(&addr), "an untouched file page was saved");
+    assert_eq!(saved.get(&(addr + 4096)).map(|p| p.iter().all(|&b| b == 0)), Some(true), "zeroed page missing");
+    assert_eq!(saved.get(&(addr + 8192)).map(|p| p[0]), Some(b'x'));
+    assert!(!saved.contains_key(&(addr + 3 * 4096)));
+    c.kill().unwrap();
+    c.wait().unwrap();
+}

@@ -3,7 +3,8 @@
 //! Pages are found from /proc/PID/pagemap (present: bit 63, swapped: bit 62,
 //! file-page-or-shared-anon: bit 61) so untouched memory is never faulted in;
 //! they are read with process_vm_readv in large batches (/proc/PID/mem for
-//! VMAs without read permission), zero pages are dropped, and each batch
+//! VMAs without read permission), zero pages are dropped (except in private
+//! file mappings, where the file would show through), and each batch
 //! becomes one PAGES record (a VMA may have several, in address order).
 
 use std::io;
@@ -298,7 +299,9 @@ impl<'a> PageReader<'a> {
     }
 
     /// Read one planned batch and drop zero pages.
-    pub fn read(&mut self, batch: &[(u64, u64)], src: Src<'_>) -> Result<Batch<'_>, DumpError> {
+    /// Zero pages are dropped unless `keep_zero` (private file mappings:
+    /// a zero page there differs from the file page restart would map).
+    pub fn read(&mut self, batch: &[(u64, u64)], src: Src<'_>, keep_zero: bool) -> Result<Batch<'_>, DumpError> {
         let (readable, file, delta) = match src {
             Src::Memory { readable } => (readable, self.mem, 0i64),
             Src::Object { fd, start, offset } => (false, Some(fd), offset as i64 - start as i64),
@@ -351,7 +354,7 @@ impl<'a> PageReader<'a> {
             for i in 0..n {
                 let page = &buf[off..off + ps];
                 let addr = a + i * self.page_size;
-                if !is_zero(page) {
+                if keep_zero || !is_zero(page) {
                     match (runs.last_mut(), spans.last_mut()) {
                         (Some(r), Some(s)) if r.addr + r.nr_pages * self.page_size == addr && s.1 == off => {
                             r.nr_pages += 1;

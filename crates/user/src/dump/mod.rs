@@ -293,7 +293,7 @@ fn dump_frozen<W: io::Write>(
                 Some(fd) => memory::Src::Object { fd, start: v.rec.start, offset: v.rec.offset },
                 None => memory::Src::Memory { readable: v.readable },
             };
-            let b = reader.read(&batch, src)?;
+            let b = reader.read(&batch, src, v.save == memory::Save::AnonOnly)?;
             if !b.runs.is_empty() {
                 put!(w.pages(v.rec.start, &b.runs, b.chunks.iter().copied()));
             }
