@@ -10,6 +10,20 @@ use stasis_user::{checkpoint, restart, After, RestartOpts, RestartOutcome};
 use stasis_workloads::{request_stop, wait_ready, wait_verdict};
 
 const T: Duration = Duration::from_secs(60);
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Kills the original fixture process if the test fails before it is gone.
+struct KillOnDrop(u32);
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: kill of a process we spawned (harmless if already gone and reaped
+        // meanwhile: the PID is then ours again only after restart, which this
+        // guard is disarmed for).
+        if self.0 != 0 {
+            unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+        }
+    }
+}
 
 fn build(name: &str, out: &Path) -> PathBuf {
     let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -31,13 +45,26 @@ fn build(name: &str, out: &Path) -> PathBuf {
 /// Build and start fixture `name`, checkpoint it (kill), restart it, stop it,
 /// and return its verdict and the restart outcome.
 fn run_fixture(name: &str, debug: impl Fn(&stasis_image::ProcessImage<'_>) -> String) {
+    run_fixture_with(name, |_| {}, debug)
+}
+
+fn run_fixture_with(
+    name: &str,
+    setup: impl FnOnce(&mut Command),
+    debug: impl Fn(&stasis_image::ProcessImage<'_>) -> String,
+) {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir_in("/tmp").expect("tempdir");
     let exe = build(name, dir.path());
     let verdict = dir.path().join(format!("{name}.verdict"));
     let ready = dir.path().join(format!("{name}.verdict.ready"));
     let stop = dir.path().join(format!("{name}.verdict.stop"));
-    let mut child = Command::new(&exe).arg("--verdict").arg(&verdict).spawn().expect("spawn");
+    let mut cmd = Command::new(&exe);
+    cmd.arg("--verdict").arg(&verdict);
+    setup(&mut cmd);
+    let mut child = cmd.spawn().expect("spawn");
     let pid = child.id();
+    let mut guard = KillOnDrop(pid);
     wait_ready(&ready, T).expect("ready");
     let img = dir.path().join("image");
     let f = BufWriter::new(File::create(&img).expect("create"));
@@ -45,6 +72,7 @@ fn run_fixture(name: &str, debug: impl Fn(&stasis_image::ProcessImage<'_>) -> St
     drop(f.into_inner().expect("flush"));
     frozen.release(After::Kill).expect("kill");
     child.wait().expect("reap");
+    guard.0 = 0;
     let bytes = std::fs::read(&img).expect("read image");
     let pi = stasis_image::ProcessImage::parse(&bytes, &stasis_image::ParseOptions::ALL).expect("parse");
     let info = debug(&pi);
@@ -76,4 +104,31 @@ fn shared_anonymous_memory_stays_shared() {
             .collect();
         v.join("; ")
     });
+}
+
+/// Terminal fds come back (on our terminal, or /dev/null without one).
+#[test]
+fn terminal_fds_come_back() {
+    use std::os::fd::FromRawFd;
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty fills two fds.
+    let r = unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
+    assert_eq!(r, 0, "openpty");
+    // SAFETY: fds we own; close-on-exec so that only stdio reaches the fixture.
+    let (m, s) = unsafe {
+        libc::fcntl(master, libc::F_SETFD, libc::FD_CLOEXEC);
+        libc::fcntl(slave, libc::F_SETFD, libc::FD_CLOEXEC);
+        (std::fs::File::from_raw_fd(master), std::fs::File::from_raw_fd(slave))
+    };
+    run_fixture_with(
+        "tty",
+        |c| {
+            c.stdin(s.try_clone().unwrap()).stdout(s.try_clone().unwrap()).stderr(s.try_clone().unwrap());
+        },
+        |pi| {
+            let f: Vec<String> = pi.files.iter().map(|f| format!("fd {} kind {} {}", f.rec.fd, f.rec.kind, String::from_utf8_lossy(f.path))).collect();
+            f.join("; ")
+        },
+    );
+    drop((m, s));
 }
