@@ -128,6 +128,13 @@ fn flatten(elf: &[u8]) -> Result<(Vec<u8>, u64), String> {
         }
         image[addr..addr + size].copy_from_slice(data);
     }
+    // No panicking path may survive: with LTO the panic handler
+    // (rust_begin_unwind) is only kept when something can reach it.
+    for needle in [&b"rust_begin_unwind"[..], b"panic_bounds_check", b"panic_fmt", b"unwrap_failed"] {
+        if elf.windows(needle.len()).any(|w| w == needle) {
+            return Err(format!("contains a panicking path ({}): the restorer must never panic", String::from_utf8_lossy(needle)));
+        }
+    }
     if image.is_empty() || entry as usize >= image.len() {
         return Err("no code or entry outside the blob".into());
     }

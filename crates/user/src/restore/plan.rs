@@ -473,6 +473,26 @@ pub fn prepare(img: &ProcessImage<'_>, image_file: &std::fs::File, image_bytes: 
     // ---- files ----
     let fd_max = img.files.iter().map(|f| f.rec.fd).chain(img.pipes.iter().map(|p| p.rec.fd)).max();
     let fd_high = fd_max.map(|m| m as i32 + 1).unwrap_or(0).max(3);
+    // Our own fds go above every restored one: make sure the fd limit allows it
+    // (raising our soft limit up to our hard limit only).
+    let mut nofile = libc::rlimit64 { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: valid out pointer.
+    unsafe { libc::getrlimit64(libc::RLIMIT_NOFILE, &mut nofile) };
+    let need = fd_high as u64 + 16;
+    if nofile.rlim_cur < need {
+        if nofile.rlim_max < need {
+            return Err(RestoreError::Unsupported(format!(
+                "the image uses fd {} but our RLIMIT_NOFILE hard limit is {}",
+                fd_high - 1,
+                nofile.rlim_max
+            )));
+        }
+        let l = libc::rlimit64 { rlim_cur: need.max(nofile.rlim_cur), rlim_max: nofile.rlim_max };
+        // SAFETY: valid rlimit.
+        if unsafe { libc::setrlimit64(libc::RLIMIT_NOFILE, &l) } < 0 {
+            return Err(RestoreError::sys("raising our soft RLIMIT_NOFILE", std::io::Error::last_os_error()));
+        }
+    }
     let mut parent_close = FdGuard::default();
     let image_fd = dup_high(image_file.as_raw_fd(), fd_high)?;
     parent_close.0.push(image_fd);
