@@ -247,7 +247,8 @@ pub fn is_event_stop(st: WaitStatus) -> bool {
 ///   handler runs, which is the case at a plain restart);
 /// - rax = -ERESTART_RESTARTBLOCK: the restart block does not survive a
 ///   restart, so the honest outcome is EINTR: rax = -EINTR;
-/// and in all cases where orig_rax >= 0, orig_rax = -1 so nothing restarts twice.
+///
+/// In all cases where orig_rax >= 0, orig_rax = -1 so nothing restarts twice.
 pub fn syscall_restart_fixup(r: &UserRegs) -> (UserRegs, bool) {
     let mut f = *r;
     let mut fixed = false;

@@ -145,7 +145,7 @@ fn blocked_threads_get_the_restart_fixup() {
                 let mut insn = [0u8; 2];
                 std::os::unix::fs::FileExt::read_exact_at(&mem, &mut insn, r.rip).unwrap();
                 assert_eq!(insn, [0x0f, 0x05], "thread {}: rip {:#x} is not at a syscall", th.rec.tid, r.rip);
-                assert!(rax >= 0 && rax < 512, "thread {}: rax {rax} is not a syscall number", th.rec.tid);
+                assert!((0..512).contains(&rax), "thread {}: rax {rax} is not a syscall number", th.rec.tid);
             }
         }
     }
