@@ -587,3 +587,84 @@ fn zeroed_private_file_page_is_saved() {
     c.kill().unwrap();
     c.wait().unwrap();
 }
+
+/// Compile a small C program into `dir`.
+fn cc(dir: &Path, name: &str, src: &str) -> PathBuf {
+    let c = dir.join(format!("{name}.c"));
+    let exe = dir.join(name);
+    fs::write(&c, src).unwrap();
+    let st = Command::new("cc").arg("-O1").arg("-pthread").arg("-o").arg(&exe).arg(&c).status().expect("cc");
+    assert!(st.success(), "cc failed");
+    exe
+}
+
+const TIMERS_C: &str = r#"
+#define _GNU_SOURCE
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+static void h(int s) { (void)s; }
+int main(void) {
+    struct sigaction sa; memset(&sa, 0, sizeof sa);
+    sa.sa_handler = h; sa.sa_flags = SA_RESTART | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask); sigaddset(&sa.sa_mask, SIGUSR2);
+    sigaction(SIGRTMIN, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    static char alt[65536];
+    stack_t ss = { .ss_sp = alt, .ss_size = sizeof alt, .ss_flags = 0 };
+    sigaltstack(&ss, NULL);
+    timer_t t; struct sigevent ev; memset(&ev, 0, sizeof ev);
+    ev.sigev_notify = SIGEV_SIGNAL; ev.sigev_signo = SIGRTMIN; ev.sigev_value.sival_ptr = (void *)0x1234;
+    if (timer_create(CLOCK_MONOTONIC, &ev, &t)) { perror("timer_create"); return 1; }
+    struct itimerspec its = { .it_interval = { 50, 0 }, .it_value = { 100, 0 } };
+    timer_settime(t, 0, &its, NULL);
+    struct itimerval iv = { .it_interval = { 0, 0 }, .it_value = { 200, 0 } };
+    setitimer(ITIMER_REAL, &iv, NULL);
+    printf("%p %zu\n", (void *)alt, sizeof alt); fflush(stdout);
+    for (;;) pause();
+}
+"#;
+
+/// Signal dispositions, sigaltstack, itimers and POSIX timers come back
+/// from the injected calls with the values the program set.
+#[test]
+fn timers_sigactions_and_altstack_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = cc(dir.path(), "timers", TIMERS_C);
+    let mut c = Command::new(&exe).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let line = wait_line(&mut c);
+    let mut it = line.split_whitespace();
+    let alt = u64::from_str_radix(it.next().unwrap().trim_start_matches("0x"), 16).unwrap();
+    let pid = c.id() as i32;
+    let p = dir.path().join("img");
+    dump_to(pid, &p);
+    let bytes = fs::read(&p).unwrap();
+    let img = parse(&bytes);
+    let rt = (libc::SIGRTMIN() - 1) as usize;
+    let a = &img.sigactions.actions[rt];
+    assert_ne!(a.handler, 0);
+    assert_ne!(a.flags & libc::SA_RESTART as u64, 0);
+    assert_ne!(a.flags & libc::SA_ONSTACK as u64, 0);
+    assert_ne!(a.restorer, 0, "glibc sets SA_RESTORER");
+    assert_eq!(a.mask, 1 << (libc::SIGUSR2 - 1));
+    assert_eq!(img.sigactions.actions[libc::SIGPIPE as usize - 1].handler, 1, "SIGPIPE ignored");
+    let th = &img.threads[0].rec;
+    assert_eq!(th.altstack_sp, alt);
+    assert_eq!(th.altstack_size, 65536);
+    assert_eq!(img.posix_timers.len(), 1);
+    let t = &img.posix_timers[0];
+    assert_eq!(t.clock_id, libc::CLOCK_MONOTONIC as u32);
+    assert_eq!(t.sigev_signo, libc::SIGRTMIN() as u32);
+    assert_eq!(t.sigev_value, 0x1234);
+    assert_eq!(t.timer.interval_ns, 50_000_000_000);
+    assert!(t.timer.value_ns > 90_000_000_000 && t.timer.value_ns <= 100_000_000_000, "{}", t.timer.value_ns);
+    let r = img.itimers.real;
+    assert!(r.value_ns > 190_000_000_000 && r.value_ns <= 200_000_000_000, "{}", r.value_ns);
+    assert_running_untraced(pid);
+    c.kill().unwrap();
+    c.wait().unwrap();
+}
