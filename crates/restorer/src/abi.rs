@@ -277,4 +277,5 @@ pub struct Args {
     pub _pad1: u32,
     pub caps: [u64; 3],
 }
+#[allow(clippy::manual_is_multiple_of)] // rust-version 1.85
 const _: () = assert!(core::mem::size_of::<StatusMsg>() % 8 == 0);

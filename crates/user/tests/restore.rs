@@ -34,7 +34,7 @@ fn dump(name: &str, dir: &Path) -> (PathBuf, Paths, u32) {
 }
 
 /// Rewrite the payload of the first record of `k` in place and fix its checksum.
-fn patch(bytes: &mut Vec<u8>, k: u32, which: usize, f: impl FnOnce(&mut [u8])) {
+fn patch(bytes: &mut [u8], k: u32, which: usize, f: impl FnOnce(&mut [u8])) {
     let (off, len) = {
         let img = Image::parse(bytes).expect("parse");
         let r = img.records().iter().filter(|r| r.kind == k).nth(which).expect("record to patch");

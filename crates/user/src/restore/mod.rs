@@ -303,15 +303,12 @@ pub fn restart(image: &Path, opts: &RestartOpts) -> Result<RestartOutcome, Resto
     } else {
         child::clone3_fork(Some(prep.pid), 0)
     };
-    match forked {
-        Ok(0) => {
-            if opts.pidns {
-                child::ns_init_main(&prep.plan)
-            } else {
-                child::child_main(&prep.plan)
-            }
+    if let Ok(0) = forked {
+        if opts.pidns {
+            child::ns_init_main(&prep.plan)
+        } else {
+            child::child_main(&prep.plan)
         }
-        _ => {}
     }
     // SAFETY: restoring our mask.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };

@@ -181,7 +181,9 @@ fn is_tty(fd: RawFd) -> bool {
 }
 
 /// The special mappings (vdso, vvar, vvar_vclock) of a layout: (group start, group end, pieces).
-fn specials_of(maps: &[Mapping]) -> (Vec<(u64, u64)>, Vec<(u64, u64)>) {
+type Ranges = Vec<(u64, u64)>;
+
+fn specials_of(maps: &[Mapping]) -> (Ranges, Ranges) {
     let vdso = maps.iter().filter(|m| m.name == "[vdso]").map(|m| (m.start, m.end)).collect();
     let vvar = maps.iter().filter(|m| m.name.starts_with("[vvar")).map(|m| (m.start, m.end)).collect();
     (vdso, vvar)
@@ -418,7 +420,8 @@ pub fn prepare(img: &ProcessImage<'_>, image_file: &std::fs::File, image_bytes: 
         vmas.push(Vma {
             start: r.start,
             end: r.end,
-            offset: if r.kind == vma_kind::ANON_SHARED && shm_group.is_none() { 0 } else if r.kind == vma_kind::ANON_PRIVATE || r.kind == vma_kind::HEAP || r.kind == vma_kind::STACK { 0 } else { r.offset },
+            // File and memfd mappings keep their offset; anonymous ones have none.
+            offset: if fd_needed.is_some() || shm_group.is_some() { r.offset } else { 0 },
             map_prot,
             map_flags: flags as u32,
             fd: -1,

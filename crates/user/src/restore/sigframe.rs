@@ -129,7 +129,7 @@ mod tests {
     #[test]
     fn layout_matches_libc() {
         use std::mem::{offset_of, size_of};
-        assert_eq!(size_of::<libc::ucontext_t>() >= 304, true);
+        assert!(size_of::<libc::ucontext_t>() >= 304);
         assert_eq!(offset_of!(libc::ucontext_t, uc_flags), 0);
         assert_eq!(offset_of!(libc::ucontext_t, uc_stack), UC_STACK_OFF - UC_OFF);
         assert_eq!(offset_of!(libc::ucontext_t, uc_mcontext), MCONTEXT_OFF - UC_OFF);
