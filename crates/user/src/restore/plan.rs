@@ -366,6 +366,7 @@ pub fn prepare(img: &ProcessImage<'_>, image_file: &std::fs::File, image_bytes: 
         let mut flags: i32;
         let mut fd_needed: Option<(CString, i32)> = None;
         let mut shm_group: Option<u64> = None;
+        let mut fixed_fd: Option<i32> = None;
         match r.kind {
             vma_kind::VDSO | vma_kind::VVAR | vma_kind::VSYSCALL => continue,
             vma_kind::ANON_PRIVATE | vma_kind::HEAP | vma_kind::STACK => {
@@ -381,17 +382,39 @@ pub fn prepare(img: &ProcessImage<'_>, image_file: &std::fs::File, image_bytes: 
                 }
             }
             vma_kind::FILE_PRIVATE | vma_kind::FILE_SHARED => {
-                if r.flags & vma_flags::FILE_DELETED != 0 {
-                    return Err(RestoreError::Unsupported(format!("{}: maps a deleted file", what())));
-                }
+                let shared = r.kind == vma_kind::FILE_SHARED;
+                let writes = shared && r.prot & libc::PROT_WRITE as u32 != 0;
+                if r.flags & vma_flags::FILE_DELETED != 0 || v.path.starts_with(b"/memfd:") {
+                    // A deleted file (or memfd) that is also open: map the fd the
+                    // child recreates from its FILE_DATA, at its restored number.
+                    let f = img.files.iter().find(|f| {
+                        f.rec.dev == r.dev
+                            && f.rec.ino == r.ino
+                            && (f.data.is_some() || f.rec.kind == file_kind::MEMFD)
+                            && match f.rec.open_flags as i32 & libc::O_ACCMODE {
+                                libc::O_RDWR => true,
+                                libc::O_RDONLY => !writes,
+                                _ => false,
+                            }
+                    });
+                    let Some(f) = f else {
+                        return Err(RestoreError::Unsupported(format!(
+                            "{}: maps a deleted file (or memfd) that no open fd with a readable{} mode and saved contents refers to",
+                            what(),
+                            if writes { "+writable" } else { "" }
+                        )));
+                    };
+                    flags = if shared { libc::MAP_SHARED } else { libc::MAP_PRIVATE };
+                    fixed_fd = Some(f.rec.fd as i32);
+                } else {
                 let path = cstr(strip_deleted(v.path), &what())?;
                 if !Path::new(std::ffi::OsStr::from_bytes_compat(strip_deleted(v.path))).exists() {
                     return Err(RestoreError::MissingFile { what: what(), path: String::from_utf8_lossy(v.path).into_owned() });
                 }
-                let shared = r.kind == vma_kind::FILE_SHARED;
                 flags = if shared { libc::MAP_SHARED } else { libc::MAP_PRIVATE };
-                let oflags = if shared && r.prot & libc::PROT_WRITE as u32 != 0 { libc::O_RDWR } else { libc::O_RDONLY };
+                let oflags = if writes { libc::O_RDWR } else { libc::O_RDONLY };
                 fd_needed = Some((path, oflags));
+                }
             }
             vma_kind::SYSV_SHM => {
                 return Err(RestoreError::Unsupported(format!("{}: SysV shared memory needs the ipc extension", what())));
@@ -421,10 +444,10 @@ pub fn prepare(img: &ProcessImage<'_>, image_file: &std::fs::File, image_bytes: 
             start: r.start,
             end: r.end,
             // File and memfd mappings keep their offset; anonymous ones have none.
-            offset: if fd_needed.is_some() || shm_group.is_some() { r.offset } else { 0 },
+            offset: if fd_needed.is_some() || shm_group.is_some() || fixed_fd.is_some() { r.offset } else { 0 },
             map_prot,
             map_flags: flags as u32,
-            fd: -1,
+            fd: fixed_fd.unwrap_or(-1),
             prot: r.prot,
             madv,
             _pad: 0,
