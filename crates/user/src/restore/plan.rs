@@ -326,7 +326,11 @@ pub fn prepare(img: &ProcessImage<'_>, image_file: &std::fs::File, image_bytes: 
     }
     // A `syscall` instruction in the vDSO, at its address in the restored layout
     // (the parent makes each thread run rt_sigreturn there: park mode).
+    // STASIS_RESTORE_KEEP_RESTORER=1: no ptrace at the end; the threads return
+    // by themselves and the restorer area stays mapped (escape hatch, tests).
+    let keep = std::env::var_os("STASIS_RESTORE_KEEP_RESTORER").is_some_and(|v| v != "0");
     let syscall_insn = match (our_vdso.first(), ovd, ivd) {
+        _ if keep => None,
         (Some(&(s, e)), Some(o), Some(i)) => {
             // SAFETY: our own vDSO text is mapped readable for its whole range.
             let text = unsafe { std::slice::from_raw_parts(s as *const u8, (e - s) as usize) };
