@@ -3,8 +3,9 @@
 key=value pairs, times in ms.  Standard library only (no pycriu): a CRIU image is
 u32 magic(s), then entries of u32 size + protobuf; stats_entry{dump=1, restore=2}.
 
-    criu_stats.py DIR     ->  freezing_ms=.. frozen_ms=.. memdump_ms=.. memwrite_ms=..
-                              pages_scanned=.. pages_written=.. [forking_ms=.. restore_internal_ms=..]
+    criu_stats.py DIR  ->  criu_freezing_ms=.. criu_frozen_ms=.. criu_memdump_ms=..
+                           criu_memwrite_ms=.. criu_pages_scanned=.. criu_pages_written=..
+                           [criu_forking_ms=.. criu_restore_ms=..]
 """
 import os
 import struct
@@ -70,18 +71,18 @@ def main():
         s = {DUMP[k]: v for k, v in e.items() if k in DUMP}
         for k in ("freezing_time", "frozen_time", "memdump_time", "memwrite_time"):
             if k in s:
-                kv.append("%s_ms=%.1f" % (k[:-5], s[k] / 1000.0))
+                kv.append("criu_%s_ms=%.1f" % (k[:-5], s[k] / 1000.0))
         for k in ("pages_scanned", "pages_written"):
             if k in s:
-                kv.append("%s=%d" % (k, s[k]))
+                kv.append("criu_%s=%d" % (k, s[k]))
     p = os.path.join(d, "stats-restore")
     if os.path.exists(p):
         e = fields(load(p).get(2, b""))
         s = {RESTORE[k]: v for k, v in e.items() if k in RESTORE}
         if "forking_time" in s:
-            kv.append("forking_ms=%.1f" % (s["forking_time"] / 1000.0))
+            kv.append("criu_forking_ms=%.1f" % (s["forking_time"] / 1000.0))
         if "restore_time" in s:
-            kv.append("restore_internal_ms=%.1f" % (s["restore_time"] / 1000.0))
+            kv.append("criu_restore_ms=%.1f" % (s["restore_time"] / 1000.0))
     print(" ".join(kv))
 
 
