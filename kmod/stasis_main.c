@@ -64,7 +64,7 @@
 /* The Rust side (rust/src/lib.rs). */
 long stasis_rs_init(size_t user_regs_size, size_t kthread_size, size_t kproc_size,
 		    size_t kvma_size);
-long stasis_rs_write_image(void *job, void *ctx);
+long stasis_rs_write_image(void *job, void *unused);
 long stasis_rs_ioctl(void *sess, unsigned int cmd, void *buf, size_t len);
 
 /* ---- allocation, with a live count checked at unload ---------------------------- */
@@ -204,10 +204,11 @@ struct stasis_thread {
 
 /* A checkpoint job, run by one parked thread of the target in its own context. */
 struct stasis_job {
-	struct stasis_freeze *fz;
+	struct kref ref;		/* the caller's + the runner's */
+	struct stasis_freeze *fz;	/* the runner's work holds a reference */
 	struct file *file;
 	loff_t pos;
-	void *ctx;			/* the Rust caller's */
+	u64 stats[4];			/* bytes, pages, threads, vmas (stasis_job_set_stats) */
 	long result;
 	bool done, cancel;
 	unsigned int nr_vmas;
@@ -324,6 +325,20 @@ static int stasis_capture(struct stasis_thread *t)
 	return 0;
 }
 
+static void stasis_job_free(struct kref *ref)
+{
+	struct stasis_job *job = container_of(ref, struct stasis_job, ref);
+	unsigned int i;
+
+	for (i = 0; i < job->nr_vmas; i++)
+		if (job->vma_files && job->vma_files[i])
+			fput(job->vma_files[i]);
+	stasis_kfree(job->vma_files);
+	stasis_kfree(job->vmas);
+	fput(job->file);
+	stasis_kfree(job);
+}
+
 static void stasis_job_finish(struct stasis_freeze *fz, struct stasis_job *job, long result)
 {
 	spin_lock(&fz->lock);
@@ -369,9 +384,13 @@ static void stasis_park(struct callback_head *cb)
 			t->dead = true;
 		spin_unlock(&fz->lock);
 		if (job) {
-			long r = killed ? -EINTR : stasis_rs_write_image(job, job->ctx);
+			long r = killed ? -EINTR : stasis_rs_write_image(job, NULL);
 
+			/* Never hand a kernel-internal errno (-ERESTART*) to the caller. */
+			if (r <= -512 && r >= -4095)
+				r = -EINTR;
 			stasis_job_finish(fz, job, r);
+			kref_put(&job->ref, stasis_job_free);
 		}
 		if (killed || (READ_ONCE(fz->released) && !READ_ONCE(t->job)))
 			break;
@@ -624,15 +643,18 @@ long stasis_thaw(void *sp)
 
 /* ---- checkpoint: run in a parked target thread ------------------------------------ */
 
-/* Hand a job to one parked thread of the session's freeze and wait for it. */
-long stasis_run_job(void *sp, int fd, void *ctx)
+/*
+ * Hand a job to one parked thread of the session's freeze and wait for it. On
+ * success @stats gets bytes, pages, threads, vmas. If the caller is killed meanwhile
+ * the job is cancelled and left to finish on its own (it holds its own references).
+ */
+long stasis_run_job(void *sp, int fd, u64 *stats)
 {
 	struct stasis_session *s = sp;
 	struct stasis_freeze *fz = s->fz;
 	struct stasis_thread *t, *runner = NULL;
 	struct stasis_job *job;
 	struct file *file;
-	unsigned int i;
 	long ret;
 
 	if (!fz)
@@ -649,10 +671,10 @@ long stasis_run_job(void *sp, int fd, void *ctx)
 		fput(file);
 		return -ENOMEM;
 	}
+	kref_init(&job->ref);
 	job->fz = fz;
-	job->file = file;
+	job->file = file;	/* the job's reference now */
 	job->pos = file->f_pos;
-	job->ctx = ctx;
 
 	spin_lock(&fz->lock);
 	list_for_each_entry(t, &fz->threads, node) {
@@ -661,31 +683,38 @@ long stasis_run_job(void *sp, int fd, void *ctx)
 		if (!runner || t->task == fz->leader)
 			runner = t;
 	}
-	if (runner)
+	if (runner) {
+		kref_get(&job->ref);	/* the runner's */
 		runner->job = job;
+	}
 	spin_unlock(&fz->lock);
 	if (!runner) {
-		ret = -ESRCH;
-		goto out;
+		kref_put(&job->ref, stasis_job_free);
+		return -ESRCH;
 	}
 	wake_up_all(&fz->wq);
 	if (wait_event_killable(fz->wq, READ_ONCE(job->done))) {
-		/* The job checks this between steps; it cannot be abandoned. */
+		/* Checked by the job between steps; the runner drops the last reference. */
 		WRITE_ONCE(job->cancel, true);
-		wait_event(fz->wq, READ_ONCE(job->done));
+		kref_put(&job->ref, stasis_job_free);
+		return -EINTR;
 	}
 	ret = job->result;
-	if (ret >= 0 && !(file->f_mode & FMODE_STREAM))
-		file->f_pos = job->pos;
-out:
-	for (i = 0; i < job->nr_vmas; i++)
-		if (job->vma_files && job->vma_files[i])
-			fput(job->vma_files[i]);
-	stasis_kfree(job->vma_files);
-	stasis_kfree(job->vmas);
-	stasis_kfree(job);
-	fput(file);
+	if (ret >= 0) {
+		memcpy(stats, job->stats, sizeof(job->stats));
+		if (!(file->f_mode & FMODE_STREAM))
+			file->f_pos = job->pos;
+	}
+	kref_put(&job->ref, stasis_job_free);
 	return ret;
+}
+
+void stasis_job_set_stats(struct stasis_job *job, u64 bytes, u64 pages, u64 threads, u64 vmas)
+{
+	job->stats[0] = bytes;
+	job->stats[1] = pages;
+	job->stats[2] = threads;
+	job->stats[3] = vmas;
 }
 
 long stasis_kill_frozen(void *sp)

@@ -173,6 +173,30 @@ if start_wl counters; then
     stop_wl counters $p
 fi
 
+# Streamed to a pipe.
+if start_wl counters; then
+    p=$WPID
+    $CTL checkpoint $p - 2>$D/pipe.err | cat > $D/pipe.img
+    if grep -q "checkpoint: ok" $D/pipe.err; then pass "checkpoint to a pipe ($(stat -c %s $D/pipe.img) bytes)"; else fail "checkpoint to a pipe"; cat $D/pipe.err; fi
+    check "piped image valid" $IMG $D/pipe.img --expect-threads 9
+    stop_wl counters $p
+fi
+# The checkpointer is killed while the image is being written (memory takes seconds):
+# the target runs on and passes; the module stays usable.
+if start_wl memory; then
+    p=$WPID
+    $CTL checkpoint $p $D/killed.img >$D/killed.log 2>&1 &
+    cpid=$!
+    sleep 0.7
+    kill -9 $cpid; wait $cpid 2>/dev/null
+    sleep 0.5
+    # Parked threads sleep TASK_KILLABLE, shown as D.
+    nd=$(cat /proc/$p/task/*/stat | awk '$3 == "D"' | wc -l)
+    [ "$nd" = 0 ] && pass "memory runs on after its checkpointer was killed mid-write ($(cat $D/killed.log | tr '\n' ' '))" || fail "memory: $nd threads still parked after the checkpointer was killed"
+    check "checkpoint again after that" $CTL checkpoint $p $D/again.img
+    stop_wl memory $p
+fi
+
 # --- unload -----------------------------------------------------------------------
 check "rmmod stasis_files" rmmod stasis_files
 check "VERSION without files again" $CTL version --expect-no-ext files

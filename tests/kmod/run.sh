@@ -25,7 +25,7 @@ if ((build)); then
     (cd "$root/kmod/tools/imgcheck" && CARGO_TARGET_DIR="$out/tools" cargo build -q)
 fi
 echo "kmod tests: build $((SECONDS - t0)) s" >&2
-"$root/tests/guest/guest.sh" --slub-debug --timeout 300 --check-dmesg "${verbose[@]}" \
+"$root/tests/guest/guest.sh" --slub-debug --timeout 900 --check-dmesg "${verbose[@]}" \
     --env "KMOD=$root/kmod" --env "CTL=$out/host/debug/examples/stasisctl" \
     --env "WL=$out/workloads" --env "SPAWNER=$out/spawner" \
     --env "IMG=$out/tools/debug/stasis-kimgcheck" \

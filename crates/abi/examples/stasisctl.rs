@@ -234,9 +234,16 @@ fn cmd_checkpoint(args: &[String]) -> Result<(), String> {
         }
     }
     let dev = open_dev()?;
+    // "-": stream to standard output (a pipe, say); the summary goes to stderr then.
+    let to_stdout = path == "-";
     let tmp = format!("{path}.tmp");
-    let img = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).map_err(|e| format!("{tmp}: {e}"))?;
-    let mut a = CheckpointArgs { pid, fd: img.as_raw_fd(), flags, ..CheckpointArgs::new_zeroed() };
+    let img = if to_stdout {
+        None
+    } else {
+        Some(OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).map_err(|e| format!("{tmp}: {e}"))?)
+    };
+    let fd = img.as_ref().map(|f| f.as_raw_fd()).unwrap_or(1);
+    let mut a = CheckpointArgs { pid, fd, flags, ..CheckpointArgs::new_zeroed() };
     let t0 = Instant::now();
     let r = ioc(dev.as_raw_fd(), IOC_CHECKPOINT, &mut a as *mut _ as *mut u8);
     let took = t0.elapsed();
@@ -251,10 +258,15 @@ fn cmd_checkpoint(args: &[String]) -> Result<(), String> {
         };
     }
     r.map_err(|e| format!("STASIS_IOC_CHECKPOINT {pid}: errno {e}"))?;
-    img.sync_all().map_err(|e| format!("fsync {tmp}: {e}"))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("rename {tmp}: {e}"))?;
-    let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    println!(
+    let len = match &img {
+        Some(img) => {
+            img.sync_all().map_err(|e| format!("fsync {tmp}: {e}"))?;
+            std::fs::rename(&tmp, path).map_err(|e| format!("rename {tmp}: {e}"))?;
+            std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+        }
+        None => a.bytes,
+    };
+    eprintln!(
         "checkpoint pid {pid}: {} threads, {} vmas, {} pages, {} bytes (file {len}); frozen after {:.3} ms, written in {:.3} ms, ioctl {:.3} ms",
         a.nr_threads,
         a.nr_vmas,
@@ -270,7 +282,7 @@ fn cmd_checkpoint(args: &[String]) -> Result<(), String> {
     if flags & CHECKPOINT_KEEP_FROZEN != 0 {
         ioc(dev.as_raw_fd(), IOC_THAW, std::ptr::null_mut()).map_err(|e| format!("THAW after --keep-frozen: errno {e}"))?;
     }
-    println!("checkpoint: ok");
+    eprintln!("checkpoint: ok");
     Ok(())
 }
 

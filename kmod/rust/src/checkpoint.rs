@@ -41,15 +41,16 @@ extern "C" {
     fn stasis_job_vmas(job: *mut c_void) -> i64;
     fn stasis_job_vma(job: *mut c_void, idx: u32, out: *mut KVma, size: usize, buf: *mut u8, len: usize) -> i64;
     fn stasis_job_read_page(job: *mut c_void, addr: u64, buf: *mut u8, mode: u32) -> i64;
+    fn stasis_job_set_stats(job: *mut c_void, bytes: u64, pages: u64, threads: u64, vmas: u64);
 }
 
-/// What the checkpoint ioctl reports back (lives on the caller's stack while the job runs).
+/// What the checkpoint reports back (handed to the shim at the end).
 #[derive(Default)]
-pub struct Stats {
-    pub bytes: u64,
-    pub pages: u64,
-    pub threads: u32,
-    pub vmas: u32,
+struct Stats {
+    bytes: u64,
+    pages: u64,
+    threads: u32,
+    vmas: u32,
 }
 
 struct JobSink {
@@ -256,19 +257,21 @@ fn all_zero(p: &[u8]) -> bool {
     a.iter().all(|x| *x == 0) && words.iter().all(|x| *x == 0) && b.iter().all(|x| *x == 0)
 }
 
-/// The job entry point (see the shim's stasis_run_job). `ctx` is a `Stats`.
+/// The job entry point (see the shim's stasis_run_job).
 ///
 /// # Safety
-/// Called by the shim in a parked target thread with a live job and the caller's Stats.
+/// Called by the shim in a parked target thread with a live job.
 #[no_mangle]
-pub unsafe extern "C" fn stasis_rs_write_image(job: *mut c_void, ctx: *mut c_void) -> i64 {
-    if ctx.is_null() {
-        return -EINVAL;
-    }
-    // SAFETY: ctx is the &mut Stats the ioctl passed; it waits for us.
-    let stats = unsafe { &mut *(ctx as *mut Stats) };
-    match write_image(job, stats) {
-        Ok(()) => 0,
+pub unsafe extern "C" fn stasis_rs_write_image(job: *mut c_void, _unused: *mut c_void) -> i64 {
+    let mut stats = Stats::default();
+    match write_image(job, &mut stats) {
+        Ok(()) => {
+            // SAFETY: job is live.
+            unsafe {
+                stasis_job_set_stats(job, stats.bytes, stats.pages, u64::from(stats.threads), u64::from(stats.vmas))
+            };
+            0
+        }
         Err(e) => e,
     }
 }

@@ -59,7 +59,7 @@ extern "C" {
     ) -> i64;
     fn stasis_thaw(sess: *mut c_void) -> i64;
     fn stasis_copy_to_user(uaddr: u64, src: *const u8, len: usize) -> i64;
-    fn stasis_run_job(sess: *mut c_void, fd: i32, ctx: *mut c_void) -> i64;
+    fn stasis_run_job(sess: *mut c_void, fd: i32, stats: *mut [u64; 4]) -> i64;
     fn stasis_kill_frozen(sess: *mut c_void) -> i64;
     fn stasis_now_ns() -> u64;
 }
@@ -260,17 +260,18 @@ fn checkpoint(sess: *mut c_void, buf: &mut [u8]) -> i64 {
             return n;
         }
         let t1 = stasis_now_ns();
-        let mut st = checkpoint::Stats::default();
-        let r = stasis_run_job(sess, a.fd, &mut st as *mut checkpoint::Stats as *mut c_void);
+        let mut st = [0u64; 4];
+        let r = stasis_run_job(sess, a.fd, &mut st);
         let t2 = stasis_now_ns();
         if r < 0 {
             stasis_thaw(sess);
             return r;
         }
-        a.bytes = st.bytes;
-        a.pages = st.pages;
-        a.nr_threads = st.threads;
-        a.nr_vmas = st.vmas;
+        let [bytes, pages, threads, vmas] = st;
+        a.bytes = bytes;
+        a.pages = pages;
+        a.nr_threads = u32::try_from(threads).unwrap_or(u32::MAX);
+        a.nr_vmas = u32::try_from(vmas).unwrap_or(u32::MAX);
         a.freeze_ns = t1.saturating_sub(t0);
         a.write_ns = t2.saturating_sub(t1);
         if a.flags & CHECKPOINT_KILL != 0 {
