@@ -310,6 +310,10 @@ pub const GADGET: [u8; 16] = [
     0xcc, 0xcc, 0xcc, 0xcc, 0xcc, // int3 (never reached)
 ];
 
+/// Bytes of scratch space kept under the signal frame for the results of
+/// injected calls (saved once per session).
+pub const SCRATCH_SIZE: usize = 512;
+
 /// `__NR_restart_syscall`.
 const NR_RESTART_SYSCALL: u64 = 219;
 /// `__NR_getpid`: harmless call a parked thread runs if the tracer dies
@@ -590,6 +594,10 @@ impl Injector {
             blocked: false,
             parked: None,
             saved_stack: None,
+            frame: 0,
+            scratch: None,
+            running: false,
+            restoring: false,
             held: Vec::new(),
             done: false,
         };
@@ -599,22 +607,26 @@ impl Injector {
             let fp = xstate_to_fpstate(&xstate);
             let fp_addr = top.wrapping_sub(fp.len() as u64) & !63;
             let frame = fp_addr.wrapping_sub(RT_SIGFRAME_SIZE as u64) & !63;
-            let region = (top - frame) as usize;
+            // The scratch area sits under the frame and is saved with it.
+            let lo = frame - SCRATCH_SIZE as u64;
+            let region = (top - lo) as usize;
             let mut saved = vec![0u8; region];
-            let ok = matches!(sys::vm_read(self.pid, &mut saved, &[(frame, region)]), Ok(n) if n == region);
+            let ok = matches!(sys::vm_read(self.pid, &mut saved, &[(lo, region)]), Ok(n) if n == region);
             if ok {
                 let live = live_restart_regs(&orig);
                 let mut img = vec![0u8; region];
-                img[..RT_SIGFRAME_SIZE].copy_from_slice(&build_sigframe(&live, mask, fp_addr));
-                let fo = (fp_addr - frame) as usize;
+                let fr = (frame - lo) as usize;
+                img[fr..fr + RT_SIGFRAME_SIZE].copy_from_slice(&build_sigframe(&live, mask, fp_addr));
+                let fo = (fp_addr - lo) as usize;
                 img[fo..fo + fp.len()].copy_from_slice(&fp);
-                let w = sys::vm_write(self.pid, frame, &img)
-                    .map_err(|source| InjectError::Scratch { tid, addr: frame, source })?;
+                let w = sys::vm_write(self.pid, lo, &img)
+                    .map_err(|source| InjectError::Scratch { tid, addr: lo, source })?;
                 if w != region {
-                    let _ = sys::vm_write(self.pid, frame, &saved[..w]);
-                    return Err(InjectError::Scratch { tid, addr: frame, source: io::Error::other("short write") });
+                    let _ = sys::vm_write(self.pid, lo, &saved[..w]);
+                    return Err(InjectError::Scratch { tid, addr: lo, source: io::Error::other("short write") });
                 }
-                s.saved_stack = Some((frame, saved));
+                s.saved_stack = Some((lo, saved));
+                s.frame = frame;
                 let mut p = orig;
                 p.rip = g;
                 p.rsp = frame + 8;
@@ -644,8 +656,17 @@ pub struct Session {
     blocked: bool,
     /// Registers of the thread parked on the gadget (safe mode).
     parked: Option<UserRegs>,
-    /// Stack bytes under the signal frame, put back at the end.
+    /// Stack bytes under the signal frame (scratch area included), put
+    /// back at the end.
     saved_stack: Option<(u64, Vec<u8>)>,
+    /// Address of the signal frame (gadget mode).
+    frame: u64,
+    /// Scratch of the call under way: address, length, bytes to put back.
+    scratch: Option<(u64, usize, Option<Vec<u8>>)>,
+    /// Resumed and not yet seen at a stop.
+    running: bool,
+    /// Resumed toward the final interrupt stop.
+    restoring: bool,
     /// Signals that arrived during the session and were held back.
     held: Vec<i32>,
     done: bool,
@@ -662,15 +683,25 @@ impl Session {
         self.parked.is_some()
     }
 
-    /// Resume with PTRACE_SYSCALL until a syscall stop; signal stops on the
-    /// way are held back (re-sent at `finish`), group stops are resumed.
-    fn step_to_syscall_stop(&mut self) -> Result<(), InjectError> {
+    /// PTRACE_SYSCALL (the thread runs until its next syscall stop).
+    fn resume(&mut self) -> Result<(), InjectError> {
         let tid = self.tid;
         syscall(tid, 0).map_err(pt(tid, "PTRACE_SYSCALL"))?;
+        self.running = true;
+        Ok(())
+    }
+
+    /// Wait for the next syscall stop of a resumed thread; signal stops on
+    /// the way are held back (re-sent at `finish`), group stops resumed.
+    fn wait_syscall_stop(&mut self) -> Result<(), InjectError> {
+        let tid = self.tid;
         loop {
             let st = wait(tid).map_err(pt(tid, "waitpid"))?;
             match st {
-                WaitStatus::Stopped { sig, event: 0 } if sig == (libc::SIGTRAP | 0x80) => return Ok(()),
+                WaitStatus::Stopped { sig, event: 0 } if sig == (libc::SIGTRAP | 0x80) => {
+                    self.running = false;
+                    return Ok(());
+                }
                 WaitStatus::Stopped { event: event::STOP, .. } => {
                     syscall(tid, 0).map_err(pt(tid, "PTRACE_SYSCALL"))?;
                 }
@@ -680,6 +711,7 @@ impl Session {
                 }
                 WaitStatus::Exited(_) | WaitStatus::Signaled(_) => {
                     self.done = true;
+                    self.running = false;
                     return Err(InjectError::Exited { tid, status: st });
                 }
                 _ => return Err(InjectError::Unexpected { tid, status: st }),
@@ -687,9 +719,10 @@ impl Session {
         }
     }
 
-    /// Run `nr(args...)` in the thread; returns the raw return value
-    /// (negative errno on failure).
-    pub fn syscall(&mut self, nr: i64, args: [u64; 6]) -> Result<i64, InjectError> {
+    /// Start `nr(args...)` in the thread and return at once: the call runs
+    /// while the caller starts calls in other threads. Then
+    /// [`Session::pass_entry`] and [`Session::complete`], in that order.
+    pub fn start(&mut self, nr: i64, args: [u64; 6]) -> Result<(), InjectError> {
         let tid = self.tid;
         let mut r = match self.parked {
             Some(p) => p,
@@ -708,27 +741,45 @@ impl Session {
         r.r8 = args[4];
         r.r9 = args[5];
         set_regs(tid, &r).map_err(pt(tid, "set registers"))?;
-        self.step_to_syscall_stop()?; // entry
-        let at = get_regs(tid).map_err(pt(tid, "get registers at entry"))?;
-        if at.orig_rax != nr as u64 {
-            return Err(InjectError::Unexpected {
-                tid,
-                status: WaitStatus::Stopped { sig: libc::SIGTRAP | 0x80, event: 0 },
-            });
-        }
-        self.step_to_syscall_stop()?; // exit
+        self.resume()
+    }
+
+    /// Wait for the started call's entry stop and let it run to its exit.
+    pub fn pass_entry(&mut self) -> Result<(), InjectError> {
+        self.wait_syscall_stop()?;
+        self.resume()
+    }
+
+    /// Wait for the started call's exit stop; its raw return value.
+    pub fn complete(&mut self) -> Result<i64, InjectError> {
+        self.wait_syscall_stop()?;
+        let tid = self.tid;
         let out = get_regs(tid).map_err(pt(tid, "get registers at exit"))?;
         Ok(out.rax as i64)
+    }
+
+    /// Run `nr(args...)` in the thread; returns the raw return value
+    /// (negative errno on failure).
+    pub fn syscall(&mut self, nr: i64, args: [u64; 6]) -> Result<i64, InjectError> {
+        self.start(nr, args)?;
+        self.pass_entry()?;
+        self.complete()
     }
 
     /// Scratch area for `len` bytes, 16-aligned, below the signal frame (or
     /// below the red zone without one).
     pub fn scratch_addr(&self, len: usize) -> u64 {
         let top = match &self.saved_stack {
-            Some((frame, _)) => *frame,
+            Some(_) => self.frame,
             None => self.orig.rsp.wrapping_sub(128),
         };
         top.wrapping_sub(len as u64) & !15
+    }
+
+    /// Whether [`Session::scratch_addr`]`(len)` lies in the area saved for
+    /// the whole session (then it needs no per-call save and restore).
+    fn scratch_is_saved(&self, len: usize) -> bool {
+        self.saved_stack.is_some() && len + 15 <= SCRATCH_SIZE
     }
 
     /// Run `nr` with a scratch buffer of `len` bytes (initialised from
@@ -742,27 +793,66 @@ impl Session {
         input: &[u8],
         make_args: impl FnOnce(u64) -> [u64; 6],
     ) -> Result<(i64, Vec<u8>), InjectError> {
+        self.start_scratch(nr, len, input, make_args)?;
+        self.pass_entry()?;
+        self.complete_scratch()
+    }
+
+    /// [`Session::syscall_scratch`] in steps: start (returns at once), then
+    /// [`Session::pass_entry`], then [`Session::complete_scratch`].
+    pub fn start_scratch(
+        &mut self,
+        nr: i64,
+        len: usize,
+        input: &[u8],
+        make_args: impl FnOnce(u64) -> [u64; 6],
+    ) -> Result<(), InjectError> {
         let tid = self.tid;
         let pid = self.inj.pid;
         let len = len.max(input.len()).max(8);
         let addr = self.scratch_addr(len);
-        let mut saved = vec![0u8; len];
-        let scratch_err = |source| InjectError::Scratch { tid, addr, source };
-        let n = sys::vm_read(pid, &mut saved, &[(addr, len)]).map_err(scratch_err)?;
-        if n != len {
-            return Err(InjectError::Scratch { tid, addr, source: io::Error::other("short read") });
+        let keep = !self.scratch_is_saved(len);
+        let mut saved = Vec::new();
+        if keep {
+            saved = vec![0u8; len];
+            let n = sys::vm_read(pid, &mut saved, &[(addr, len)])
+                .map_err(|source| InjectError::Scratch { tid, addr, source })?;
+            if n != len {
+                return Err(InjectError::Scratch { tid, addr, source: io::Error::other("short read") });
+            }
         }
         let mut init = vec![0u8; len];
         init[..input.len()].copy_from_slice(input);
         sys::vm_write(pid, addr, &init).map_err(|source| InjectError::Scratch { tid, addr, source })?;
-        let res = self.syscall(nr, make_args(addr));
+        self.scratch = Some((addr, len, keep.then_some(saved)));
+        let r = self.start(nr, make_args(addr));
+        if r.is_err() {
+            self.put_scratch_back();
+        }
+        r
+    }
+
+    /// Exit of a call started with [`Session::start_scratch`]: result and
+    /// scratch bytes.
+    pub fn complete_scratch(&mut self) -> Result<(i64, Vec<u8>), InjectError> {
+        let res = self.complete();
+        let (addr, len) = match &self.scratch {
+            Some((a, l, _)) => (*a, *l),
+            None => return res.map(|r| (r, Vec::new())),
+        };
+        let tid = self.tid;
         let mut out = vec![0u8; len];
-        let rd = sys::vm_read(pid, &mut out, &[(addr, len)]);
-        let wr = sys::vm_write(pid, addr, &saved);
+        let rd = sys::vm_read(self.inj.pid, &mut out, &[(addr, len)]);
+        self.put_scratch_back();
         let ret = res?;
         rd.map_err(|source| InjectError::Scratch { tid, addr, source })?;
-        wr.map_err(|source| InjectError::Scratch { tid, addr, source })?;
         Ok((ret, out))
+    }
+
+    fn put_scratch_back(&mut self) {
+        if let Some((addr, _, Some(saved))) = self.scratch.take() {
+            let _ = sys::vm_write(self.inj.pid, addr, &saved);
+        }
     }
 
     /// Put the original registers and signal mask back, bring the thread
@@ -779,8 +869,31 @@ impl Session {
         self.done = true;
     }
 
+    /// [`Session::finish`] in two steps, to overlap threads: this one puts
+    /// registers and mask back and resumes the thread toward an interrupt
+    /// stop; [`Session::finish_complete`] waits for it.
+    pub fn finish_start(&mut self) -> Result<(), InjectError> {
+        self.done = true;
+        self.restore_start()
+    }
+
+    /// Second step of [`Session::finish_start`].
+    pub fn finish_complete(mut self) -> Result<(), InjectError> {
+        self.restore_complete()
+    }
+
     fn restore(&mut self) -> Result<(), InjectError> {
+        self.restore_start()?;
+        self.restore_complete()
+    }
+
+    fn restore_start(&mut self) -> Result<(), InjectError> {
         let tid = self.tid;
+        if self.running {
+            // A call is under way (error path): let it reach a stop first.
+            self.wait_syscall_stop()?;
+        }
+        self.put_scratch_back();
         if self.blocked {
             // Still parked on the gadget (or stopped): safe to unblock first.
             set_sigmask(tid, self.orig_mask).map_err(pt(tid, "restore sigmask"))?;
@@ -791,6 +904,16 @@ impl Session {
         interrupt(tid).map_err(pt(tid, "PTRACE_INTERRUPT"))?;
         set_regs(tid, &self.orig).map_err(pt(tid, "restore registers"))?;
         cont(tid, 0).map_err(pt(tid, "PTRACE_CONT"))?;
+        self.restoring = true;
+        Ok(())
+    }
+
+    fn restore_complete(&mut self) -> Result<(), InjectError> {
+        let tid = self.tid;
+        if !self.restoring {
+            return Ok(());
+        }
+        self.restoring = false;
         loop {
             let st = wait(tid).map_err(pt(tid, "waitpid"))?;
             match st {
@@ -824,6 +947,8 @@ impl Drop for Session {
         if !self.done {
             self.done = true;
             let _ = self.restore();
+        } else if self.restoring {
+            let _ = self.restore_complete();
         }
     }
 }

@@ -78,25 +78,6 @@ fn u64_at(b: &[u8], off: usize) -> u64 {
     b.get(off..off + 8).and_then(|s| s.try_into().ok()).map(u64::from_le_bytes).unwrap_or(0)
 }
 
-/// sigaltstack and clear_child_tid, by running the calls in the thread.
-pub(crate) fn inject_thread(s: &mut Session, pid: i32, tid: i32, rec: &mut ThreadRec) -> Result<(), DumpError> {
-    // sigaltstack(NULL, &old): stack_t { ss_sp, ss_flags (int + pad), ss_size }.
-    let (ret, out) = s
-        .syscall_scratch(nr::SIGALTSTACK, 24, &[], |a| [0, a, 0, 0, 0, 0])
-        .map_err(inj(pid, tid, "sigaltstack"))?;
-    remote(pid, tid, "sigaltstack(NULL, &old)".into(), ret)?;
-    rec.altstack_sp = u64_at(&out, 0);
-    rec.altstack_flags = u64_at(&out, 8) as u32;
-    rec.altstack_size = u64_at(&out, 16);
-    // prctl(PR_GET_TID_ADDRESS, &addr).
-    let (ret, out) = s
-        .syscall_scratch(nr::PRCTL, 8, &[], |a| [libc::PR_GET_TID_ADDRESS as u64, a, 0, 0, 0, 0])
-        .map_err(inj(pid, tid, "prctl(PR_GET_TID_ADDRESS)"))?;
-    remote(pid, tid, "prctl(PR_GET_TID_ADDRESS)".into(), ret)?;
-    rec.clear_child_tid = u64_at(&out, 0);
-    Ok(())
-}
-
 /// Process-wide state only the process can report, run in one thread.
 pub(crate) struct Injected {
     pub sigactions: SigactionsRec,
@@ -118,10 +99,13 @@ fn timespec_ns(b: &[u8], off: usize) -> u64 {
     sec.saturating_mul(1_000_000_000).saturating_add(nsec)
 }
 
-/// Which signals need their disposition read: caught or ignored ones (from
-/// /proc status), and SIGCHLD (whose SA_NOCLDWAIT/SA_NOCLDSTOP flags matter
-/// even with SIG_DFL). Other signals are SIG_DFL: their flags, mask and
-/// restorer have no effect and are recorded as 0.
+/// Which signals need their disposition read by injection: caught or
+/// ignored ones (SigCgt | SigIgn in /proc status), and SIGCHLD (whose
+/// SA_NOCLDWAIT/SA_NOCLDSTOP flags act even with SIG_DFL). The others are
+/// SIG_DFL, recorded with flags, mask and restorer 0: those have no effect on
+/// a default disposition (only a later sigaction() query could see them).
+/// Each injected call costs two round trips to the frozen thread, so this
+/// keeps the freeze short (62 calls → typically under 10).
 pub(crate) fn signals_to_read(status: &Status) -> Result<u64, std::io::Error> {
     let cgt = status.hex("SigCgt")?;
     let ign = status.hex("SigIgn")?;
@@ -193,7 +177,9 @@ pub(crate) fn inject_process(
 }
 
 /// Run the per-thread injections in every thread and the process-wide ones
-/// in the leader.
+/// in the leader. The per-thread calls run in all threads at once (each
+/// call costs two round trips to a frozen thread; overlapping them keeps the
+/// freeze short), sessions end together too.
 pub(crate) fn inject_all(
     injector: &Injector,
     pid: i32,
@@ -201,20 +187,68 @@ pub(crate) fn inject_all(
     sig_set: u64,
     timers: &[proc::ProcTimer],
 ) -> Result<Injected, DumpError> {
-    let mut injected = None;
-    for t in threads.iter_mut() {
+    let trace = std::env::var_os("STASIS_DUMP_TRACE").is_some();
+    let mut sessions: Vec<(i32, Session)> = Vec::with_capacity(threads.len());
+    for t in threads.iter() {
         let tid = t.rec.tid as i32;
-        let mut s = injector.session(tid).map_err(inj(pid, tid, "starting the injection"))?;
-        if !s.is_safe() && std::env::var_os("STASIS_DUMP_TRACE").is_some() {
+        let s = injector.session(tid).map_err(inj(pid, tid, "starting the injection"))?;
+        if !s.is_safe() && trace {
             eprintln!("stasis dump: thread {tid}: injecting without a sigreturn frame (not safe if we die)");
         }
-        inject_thread(&mut s, pid, tid, &mut t.rec)?;
-        if tid == pid {
-            injected = Some(inject_process(&mut s, pid, tid, sig_set, timers)?);
+        sessions.push((tid, s));
+    }
+    // sigaltstack(NULL, &old): stack_t { ss_sp, ss_flags (int + pad), ss_size }.
+    let outs = lockstep(pid, &mut sessions, "sigaltstack(NULL, &old)", nr::SIGALTSTACK, 24, |a| [0, a, 0, 0, 0, 0])?;
+    for (t, out) in threads.iter_mut().zip(&outs) {
+        t.rec.altstack_sp = u64_at(out, 0);
+        t.rec.altstack_flags = u64_at(out, 8) as u32;
+        t.rec.altstack_size = u64_at(out, 16);
+    }
+    // prctl(PR_GET_TID_ADDRESS, &addr).
+    let outs = lockstep(pid, &mut sessions, "prctl(PR_GET_TID_ADDRESS)", nr::PRCTL, 8, |a| {
+        [libc::PR_GET_TID_ADDRESS as u64, a, 0, 0, 0, 0]
+    })?;
+    for (t, out) in threads.iter_mut().zip(&outs) {
+        t.rec.clear_child_tid = u64_at(out, 0);
+    }
+    let mut injected = None;
+    for (tid, s) in sessions.iter_mut() {
+        if *tid == pid {
+            injected = Some(inject_process(s, pid, *tid, sig_set, timers)?);
         }
-        s.finish().map_err(inj(pid, tid, "ending the injection"))?;
+    }
+    for (tid, s) in sessions.iter_mut() {
+        s.finish_start().map_err(inj(pid, *tid, "ending the injection"))?;
+    }
+    for (tid, s) in sessions {
+        s.finish_complete().map_err(inj(pid, tid, "ending the injection"))?;
     }
     injected.ok_or(DumpError::NoProcess { pid })
+}
+
+/// The same call with a scratch buffer in every session at once; the
+/// scratch bytes of each, in session order.
+fn lockstep(
+    pid: i32,
+    sessions: &mut [(i32, Session)],
+    call: &str,
+    nr: i64,
+    len: usize,
+    make_args: impl Fn(u64) -> [u64; 6],
+) -> Result<Vec<Vec<u8>>, DumpError> {
+    for (tid, s) in sessions.iter_mut() {
+        s.start_scratch(nr, len, &[], &make_args).map_err(inj(pid, *tid, call))?;
+    }
+    for (tid, s) in sessions.iter_mut() {
+        s.pass_entry().map_err(inj(pid, *tid, call))?;
+    }
+    let mut outs = Vec::with_capacity(sessions.len());
+    for (tid, s) in sessions.iter_mut() {
+        let (ret, out) = s.complete_scratch().map_err(inj(pid, *tid, call))?;
+        remote(pid, *tid, call.to_owned(), ret)?;
+        outs.push(out);
+    }
+    Ok(outs)
 }
 
 fn perr(pid: i32, step: &'static str) -> impl FnOnce(std::io::Error) -> DumpError {
