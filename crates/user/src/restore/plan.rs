@@ -313,6 +313,22 @@ pub fn prepare(img: &ProcessImage<'_>, image_file: &std::fs::File, image_bytes: 
     if ivd.is_some() && ovd.is_none() {
         return Err(RestoreError::Unsupported("the image has a vDSO but this process has none".into()));
     }
+    // An image with a vDSO but no vvar record: the vDSO code finds its data at a
+    // fixed distance, so put our vvar where it belongs relative to the vDSO.
+    let ivv = match (ivv, ivd, ovv, ovd) {
+        (None, Some(id), Some(ov), Some(od)) => {
+            let start = id.0.wrapping_sub(od.0 - ov.0);
+            let end = start + (ov.1 - ov.0);
+            if let Some(v) = img.vmas.iter().find(|v| v.rec.start < end && start < v.rec.end) {
+                return Err(RestoreError::Unsupported(format!(
+                    "the image has no vvar record and the place the vDSO needs it ({start:#x}-{end:#x}) holds VMA {:#x}-{:#x}",
+                    v.rec.start, v.rec.end
+                )));
+            }
+            Some((start, end))
+        }
+        (v, ..) => v,
+    };
     // Specials: each of our pieces moves to the same offset in the image's group.
     let mut specials: Vec<Special> = Vec::new();
     for (pieces, our_span, img_span) in [(&our_vvar, ovv, ivv), (&our_vdso, ovd, ivd)] {
@@ -691,6 +707,7 @@ pub fn prepare(img: &ProcessImage<'_>, image_file: &std::fs::File, image_bytes: 
     // ---- find and reserve the hole ----
     let mut busy: Vec<(u64, u64)> = ours.iter().map(|m| (m.start, m.end)).collect();
     busy.extend(img.vmas.iter().map(|v| (v.rec.start, v.rec.end)));
+    busy.extend(ivv);
     let low = 1u64 << 32; // stay clear of low, MAP_32BIT and brk-ish regions
     let mut start = None;
     for _ in 0..4 {
