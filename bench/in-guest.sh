@@ -54,7 +54,7 @@ wait_gone() {
 mkdir -p "$ROOT"
 : >"$OUT"
 emit "INFO kernel=$(uname -r) machine=$(uname -m) cpus=$(nproc) mem_kib=$(awk '/MemTotal/{print $2}' /proc/meminfo) thp=$(sed 's/.*\[\(.*\)\].*/\1/' /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null) tmpfs_kib=$(df -k "$ROOT" | awk 'NR==2{print $2}')"
-emit "INFO criu=\"$(criu --version 2>&1 | head -1 | oneline)\" stasis=\"$($STASIS --version 2>&1 | head -1 | oneline)\""
+emit "INFO criu=\"criu $(criu --version 2>&1 | sed -n 's/^Version: *//p' | head -1 | oneline)\" stasis=\"$($STASIS --version 2>&1 | head -1 | oneline)\""
 
 # ---- machine limits ----
 progress "limits"

@@ -144,7 +144,7 @@ def main():
         (int(info["mem_kib"]) // 1024) if info.get("mem_kib", "").isdigit() else "?",
         info.get("thp", "?")))
     w("| host | %s |" % a.host)
-    w("| host load at start / other QEMU | %s / %s |" % (a.host_load, a.other_qemu))
+    w("| host load average (1/5/15 min) / another QEMU seen | %s / %s |" % (a.host_load, a.other_qemu))
     w("| tools | %s; %s |" % (info.get("criu", "criu ?"), info.get("stasis", "stasis ?")))
     w("| source revision | %s |" % a.revision)
     w("| run | %s s in all (build + boot + benchmark); guest exit status %s%s |" % (
@@ -283,6 +283,12 @@ def main():
       "the verdict `ok` (every word of the M MiB pattern, every thread's LCG state against "
       "its step count, TIDs, and every thread advancing after the restart). Images on the "
       "guest's tmpfs. The tools alternate run by run inside each configuration.")
+    rel = sorted({r.get("release", "kill") for k, v in results.items() if k[0] != "criu" for r in v})
+    if "stop" in rel:
+        w("- stasis runs marked `release=stop` in the raw results used `stasis checkpoint --stop` "
+          "followed by `kill -9` from the script, because `--kill` did not return (see the notes). "
+          "The release comes after the frozen span; the checkpoint wall time then includes a "
+          "detach instead of a kill.")
     w("- **checkpoint, wall**: wall time of the checkpoint command (process start to exit), "
       "bash `$EPOCHREALTIME` around it.")
     w("- **frozen**: CRIU: `freezing_time + frozen_time` from its own `stats-dump` "

@@ -10,7 +10,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/target-bench}"
 reps=5 configs="1x64 16x64 1x1024 16x1024" tools="criu stasis" out="$here/RESULTS.md"
-build=1 verbose=() timeout=1500
+build=1 verbose=() timeout=2400
 cmdline="bash bench/run.sh${*:+ $*}"
 while (($#)); do
     case "$1" in
@@ -64,11 +64,16 @@ set -e
 t_end=$(date +%s)
 cat "$share/stderr" >&2
 others_after="$(pgrep -a qemu-system || true)"
+load_end="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 python3 "$here/report.py" --results "$share/results.txt" --out "$out" \
     --command "$cmdline" --started "$started" --seconds $((t_end - t_start)) \
     --guest-status "$grc" --guest-summary "$(grep -a 'guest.sh: status' "$share/stderr" | tail -1)" \
     --host "$(uname -srm); $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'); $(nproc) cores; $(qemu-system-x86_64 --version | head -1)" \
-    --host-load "$load" --other-qemu "$( [ -n "$others$others_after" ] && echo yes || echo no)" \
+    --host-load "$load (at the end: $load_end)" --other-qemu "$( [ -n "$others$others_after" ] && echo yes || echo no)" \
     --revision "$git_rev$( [ "${git_dirty:-0}" != 0 ] && echo " (+$git_dirty modified tracked files in the shared tree)")"
+# Keep the raw lines next to the table (only for the default output).
+if [ "$out" = "$here/RESULTS.md" ] && [ -f "$share/results.txt" ]; then
+    cp "$share/results.txt" "$here/RESULTS.raw.txt"
+fi
 echo "bench: $out written ($((t_end - t_start)) s; guest status $grc; raw results in $share/results.txt)" >&2
