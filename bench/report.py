@@ -240,6 +240,11 @@ def main():
                 w("**%s: no successful run in this configuration.** First error (%s): `%s`" % (
                     TOOL_LABEL.get(t, t), fl[0].get("stage", "?"), fl[0].get("error", "?")))
                 w("")
+            elif fl:
+                w("**%s: %d of %d runs failed** (not in the medians); first error (%s): `%s`" % (
+                    TOOL_LABEL.get(t, t), len(fl), attempts[(t,) + cfg], fl[0].get("stage", "?"),
+                    fl[0].get("error", "?")))
+                w("")
 
     if not configs:
         w("No configuration ran.")
