@@ -155,3 +155,9 @@ fn deleted_open_file_mapping() {
         format!("{v:?} {f:?}")
     });
 }
+
+/// ITIMER_REAL with its SIGALRM pending at checkpoint time (value reads 0).
+#[test]
+fn pending_alarm_keeps_the_itimer_going() {
+    run_fixture("alarm_pending", |pi| format!("{:?} shared pending {}", pi.itimers, pi.shared_pending.len()));
+}

@@ -185,3 +185,26 @@ fn pid_in_use_and_pidns() {
         other => panic!("pidns restart outcome {other:?}"),
     }
 }
+
+/// Two restarts at once from two threads of this process (each forks the
+/// multithreaded test process and traces its own restored threads).
+#[test]
+fn two_restarts_at_once() {
+    let _g = lock();
+    let (d1, d2) = (workdir("par1"), workdir("par2"));
+    let (img1, p1, pid1) = dump("counters", d1.path());
+    let (img2, p2, pid2) = dump("signals", d2.path());
+    let (i1, i2) = (img1.clone(), img2.clone());
+    let h1 = thread::spawn(move || restart(&i1, &RestartOpts::default()));
+    let h2 = thread::spawn(move || restart(&i2, &RestartOpts::default()));
+    thread::sleep(Duration::from_millis(400));
+    request_stop(&p1.stop).expect("stop 1");
+    request_stop(&p2.stop).expect("stop 2");
+    let v1 = wait_verdict(&p1.verdict, T).expect("verdict 1");
+    let v2 = wait_verdict(&p2.verdict, T).expect("verdict 2");
+    let (r1, r2) = (h1.join().expect("join 1"), h2.join().expect("join 2"));
+    assert_eq!(v1.trim(), "ok", "{r1:?}");
+    assert_eq!(v2.trim(), "ok", "{r2:?}");
+    assert!(matches!(r1, Ok(RestartOutcome::Exited { pid, code: Some(0), .. }) if pid == pid1 as i32), "{r1:?}");
+    assert!(matches!(r2, Ok(RestartOutcome::Exited { pid, code: Some(0), .. }) if pid == pid2 as i32), "{r2:?}");
+}

@@ -668,7 +668,7 @@ pub fn prepare(img: &ProcessImage<'_>, image_file: &std::fs::File, image_bytes: 
             notify_tid: t.notify_tid,
             _pad: 0,
             interval_ns: t.timer.interval_ns,
-            value_ns: t.timer.value_ns,
+            value_ns: rearm_value(&t.timer),
         })
         .collect();
     let auxv = &img.mm.auxv;
@@ -873,9 +873,9 @@ pub fn prepare(img: &ProcessImage<'_>, image_file: &std::fs::File, image_bytes: 
             timers: start + o_timers,
             nr_timers: timers.len() as u64,
             itimers: [
-                abi::ITimer { interval_ns: img.itimers.real.interval_ns, value_ns: img.itimers.real.value_ns },
-                abi::ITimer { interval_ns: img.itimers.virt.interval_ns, value_ns: img.itimers.virt.value_ns },
-                abi::ITimer { interval_ns: img.itimers.prof.interval_ns, value_ns: img.itimers.prof.value_ns },
+                abi::ITimer { interval_ns: img.itimers.real.interval_ns, value_ns: rearm_value(&img.itimers.real) },
+                abi::ITimer { interval_ns: img.itimers.virt.interval_ns, value_ns: rearm_value(&img.itimers.virt) },
+                abi::ITimer { interval_ns: img.itimers.prof.interval_ns, value_ns: rearm_value(&img.itimers.prof) },
             ],
             mm: abi::PrctlMmMap {
                 start_code: mm.start_code,
@@ -947,6 +947,18 @@ pub fn prepare(img: &ProcessImage<'_>, image_file: &std::fs::File, image_bytes: 
         entry: start + RESTORER_ENTRY as u64,
     };
     Ok(Prepared { park, plan, area, pid, tids, page_bytes, parent_close })
+}
+
+/// The value to arm a timer with. A periodic timer whose signal was pending
+/// at checkpoint time reads as value 0 (the kernel rearms it only when that
+/// signal is dequeued, and the re-queued copy of the signal is not tied to
+/// the timer any more): arm it for one interval so it keeps ticking.
+fn rearm_value(t: &stasis_image::records::TimerVal) -> u64 {
+    if t.value_ns == 0 && t.interval_ns != 0 {
+        t.interval_ns
+    } else {
+        t.value_ns
+    }
 }
 
 /// Helper: OsStr from raw bytes.
