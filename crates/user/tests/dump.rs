@@ -668,3 +668,68 @@ fn timers_sigactions_and_altstack_are_read() {
     c.kill().unwrap();
     c.wait().unwrap();
 }
+
+const DELETED_C: &str = r#"
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    int fd = open(argv[1], O_RDWR);
+    char *m = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (fd < 0 || m == MAP_FAILED) return 1;
+    m[0] = 1;
+    unlink(argv[1]);
+    if (atoi(argv[2]) == 0) close(fd);
+    printf("ready\n"); fflush(stdout);
+    for (;;) pause();
+}
+"#;
+
+/// A mapping of a deleted file is accepted when an open fd on that file
+/// carries its contents (FILE_DATA), and refused when none does.
+#[test]
+fn deleted_file_mapping_needs_an_open_fd() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = cc(dir.path(), "deleted", DELETED_C);
+    for keep_fd in [true, false] {
+        let f = dir.path().join(format!("gone{keep_fd}"));
+        fs::write(&f, vec![7u8; 8192]).unwrap();
+        let mut c = Command::new(&exe)
+            .arg(&f)
+            .arg(if keep_fd { "1" } else { "0" })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        assert_eq!(wait_line(&mut c).trim(), "ready");
+        let pid = c.id() as i32;
+        let p = dir.path().join("img");
+        let r = checkpoint(pid, fs::File::create(&p).unwrap(), None);
+        match (keep_fd, r) {
+            (true, Ok((frozen, _, _))) => {
+                frozen.release(After::LeaveRunning).unwrap();
+                let bytes = fs::read(&p).unwrap();
+                let img = parse(&bytes);
+                let v = img
+                    .vmas
+                    .iter()
+                    .find(|v| v.rec.flags & stasis_image::records::vma_flags::FILE_DELETED != 0)
+                    .expect("deleted-file VMA");
+                let fdf = img.files.iter().find(|x| x.rec.ino == v.rec.ino && x.rec.dev == v.rec.dev).expect("its fd");
+                assert_eq!(fdf.data.map(|d| d.len()), Some(8192));
+            }
+            (false, Err(e)) => {
+                let msg = e.to_string();
+                assert!(msg.contains("deleted file") && msg.contains("mapping"), "unclear: {msg}");
+            }
+            (k, Ok(_)) => panic!("keep_fd={k}: checkpoint should have been refused"),
+            (k, Err(e)) => panic!("keep_fd={k}: {e}"),
+        }
+        assert_running_untraced(pid);
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+}

@@ -57,8 +57,12 @@ fn unsupported(pid: i32, m: &MapEntry, reason: &str) -> DumpError {
     }
 }
 
+/// An open fd on a deleted file whose contents the image carries: (dev,
+/// ino, open flags). A mapping of that file can be restored from it.
+pub(crate) type DeletedFd = (u64, u64, u32);
+
 /// Classify the VMAs of `pid`; refuses mappings that cannot be restored.
-pub(crate) fn vmas(pid: i32, maps: &[MapEntry]) -> Result<Vec<Vma>, DumpError> {
+pub(crate) fn vmas(pid: i32, maps: &[MapEntry], deleted_fds: &[DeletedFd]) -> Result<Vec<Vma>, DumpError> {
     let mut out = Vec::with_capacity(maps.len());
     for m in maps {
         let p = m.path.as_slice();
@@ -112,11 +116,27 @@ pub(crate) fn vmas(pid: i32, maps: &[MapEntry]) -> Result<Vec<Vma>, DumpError> {
             }
             _ => {
                 if m.deleted() {
-                    return Err(unsupported(
-                        pid,
-                        m,
-                        "mapping of a deleted file: its contents could not be mapped back at restart",
-                    ));
+                    // Restorable when an fd of the process on the same file
+                    // carries its contents (FILE_DATA), with a mode that
+                    // allows this mapping.
+                    let writes = m.shared && m.write;
+                    let ok = deleted_fds.iter().any(|&(dev, ino, fl)| {
+                        dev == m.dev()
+                            && ino == m.inode
+                            && match fl as i32 & libc::O_ACCMODE {
+                                libc::O_RDWR => true,
+                                libc::O_RDONLY => !writes,
+                                _ => false,
+                            }
+                    });
+                    if !ok {
+                        return Err(unsupported(
+                            pid,
+                            m,
+                            "mapping of a deleted file that no open fd (readable, writable for a shared writable \
+                             mapping) refers to: its contents could not be mapped back at restart",
+                        ));
+                    }
                 }
                 if m.shared {
                     (vma_kind::FILE_SHARED, Save::Nothing)

@@ -178,8 +178,15 @@ fn dump_frozen<W: io::Write>(
         });
     }
     let maps = proc::smaps(pid).map_err(|e| DumpError::io(pid, "reading smaps", e))?;
-    let mut vmas = memory::vmas(pid, &maps)?;
     let files = files::collect(pid)?;
+    let deleted_fds: Vec<memory::DeletedFd> = files
+        .files
+        .iter()
+        .filter(|f| f.rec.file_flags & stasis_image::records::file_flags::DELETED != 0)
+        .filter(|f| f.data.is_some() || files.files.iter().any(|g| g.rec.file_id == f.rec.file_id && g.data.is_some()))
+        .map(|f| (f.rec.dev, f.rec.ino, f.rec.open_flags))
+        .collect();
+    let mut vmas = memory::vmas(pid, &maps, &deleted_fds)?;
 
     phase("checked children, maps, files");
     // A checkpointer that died during an injection may have left threads
