@@ -1,24 +1,52 @@
 //! Restart through a restorer blob.
 //!
-//! 1. [`plan::prepare`] maps and parses the image, validates it against this
-//!    machine (arch, page size, XSAVE features, vDSO, free PIDs, limits,
-//!    credentials) and prepares everything: the fd plan and a *restorer area*
-//!    (blob + argument block + sigframes + stacks) in a hole free in both our
-//!    layout and the image's.
-//! 2. clone3 with `set_tid = [pid]` forks the future process ([`child`]), which
-//!    restores files, session, fs context, signal dispositions and limits,
-//!    then jumps to the restorer (crates/restorer).
-//! 3. The restorer replaces the address space, creates the threads with their
-//!    TIDs and brings each back through rt_sigreturn.
-//! 4. We wait for its READY message on the status pipe (or an error from any
-//!    stage before that) and then for its exit.
+//! 1. [`plan::prepare`] maps and parses the image (extensions core + files),
+//!    validates it against this machine before anything changes (arch, page
+//!    size, every thread's XSTATE_BV against this CPU's XCR0, vDSO/vvar sizes
+//!    and distance, free PIDs/TIDs, hard rlimits, uid) and prepares
+//!    everything: the fd plan (paths as CStrings, data pointers into the image
+//!    mapping) and the *restorer area* (blob + argument block + sigframes +
+//!    stacks + vDSO parking slots), reserved with MAP_FIXED_NOREPLACE in the
+//!    middle of the largest hole free in both our layout and the image's.
+//! 2. clone3 with `set_tid = [pid]` forks the future process ([`child`]; with
+//!    `pidns`, clone3(CLONE_NEWPID) first makes a small init that forks it and
+//!    reports its exit). The child only makes raw system calls (the caller may
+//!    be multithreaded): it unregisters the rseq area inherited from the
+//!    caller's thread, restores session/process group, closes every inherited
+//!    fd, puts files/pipes/FIFOs/terminals at their numbers, opens the files
+//!    of file mappings and the exe, restores cwd/root/umask/personality/
+//!    dumpable/nice, signal dispositions (with their restorers), rlimits last,
+//!    then jumps to the restorer with all signals blocked.
+//! 3. The restorer (crates/restorer, no_std, relocation free) parks the
+//!    vDSO/vvar in its area, unmaps everything else (one blanket munmap on
+//!    each side of the area), moves the vDSO/vvar to the image's addresses,
+//!    maps every VMA, fills pages with pread from the image fd, sets final
+//!    protections and madvise flags, prctl(PR_SET_MM_MAP) (mm fields, auxv,
+//!    exe), closes its fds, creates the threads with clone3 set_tid; every
+//!    thread sets fs/gs base, robust list, clear_child_tid, rseq, its name and
+//!    lowers its capabilities to the image's; the leader queues pending
+//!    signals (per thread and process wide) and starts itimers and POSIX
+//!    timers (PR_TIMER_CREATE_RESTORE_IDS keeps their ids). Failures before
+//!    this point are reported on the status pipe (child: exit 212, restorer:
+//!    exit 211) and become a [`RestoreError`] naming the stage.
+//! 4. Park mode ([`park`]): each thread copies its rt_sigframe (registers,
+//!    XSAVE area with the FP_XSTATE magic, mask, altstack) to its own stack
+//!    below the red zone and parks. We seize the threads, inject
+//!    `munmap(area)` through a `syscall` instruction of the restored vDSO,
+//!    point every thread at that instruction with rax = rt_sigreturn and
+//!    rsp = its frame, and detach: nothing of the restorer stays mapped.
+//!    Without a vDSO in the image, when a thread's stack cannot take its frame,
+//!    or with STASIS_RESTORE_KEEP_RESTORER=1, the threads call rt_sigreturn
+//!    themselves and the area (a few pages) stays mapped.
+//! 5. We wait for READY, then (unless `detach`) for the exit of the process.
 //!
-//! 5. Park mode ([`park`]): the restorer threads park with their frames copied
-//!    to their own stacks; we unmap the restorer area through ptrace and make
-//!    each thread run rt_sigreturn, so nothing of the restorer stays mapped.
-//!    Without a vDSO in the image (no `syscall` instruction to borrow), or when
-//!    a thread's stack cannot take its frame, the threads return by
-//!    themselves and the area stays mapped (visible in /proc/PID/maps).
+//! Known gaps: SysV shm (ipc extension), sockets/eventfd/timerfd/signalfd/
+//! epoll (net/events: refused when parsing), process trees; mappings of
+//! deleted files or memfds need the file open in an fd with FILE_DATA (same
+//! dev/ino); a pipe with only one end in the image gets a fresh pipe whose
+//! other end is closed; the restarted process is a child of the restarting
+//! one (ppid differs) and inherits its seccomp filters, no_new_privs and
+//! cgroup; recreated deleted files show another name in /proc/PID/fd.
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 
