@@ -733,3 +733,51 @@ fn deleted_file_mapping_needs_an_open_fd() {
         c.wait().unwrap();
     }
 }
+
+const MEMFD_C: &str = r#"
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+int main(void) {
+    int fd = memfd_create("stasis-test", 0);
+    char buf[3 * 4096];
+    memset(buf, 'm', sizeof buf);
+    if (fd < 0 || write(fd, buf, sizeof buf) != (ssize_t)sizeof buf) return 1;
+    char *m = mmap(NULL, sizeof buf, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (m == MAP_FAILED) return 1;
+    m[4096] = 'M';
+    lseek(fd, 100, SEEK_SET);
+    printf("ready\n"); fflush(stdout);
+    for (;;) pause();
+}
+"#;
+
+/// A memfd (and its mapping) is saved like a deleted file: kind MEMFD with
+/// its contents in FILE_DATA.
+#[test]
+fn memfd_is_saved_with_its_contents() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = cc(dir.path(), "memfd", MEMFD_C);
+    let mut c = Command::new(&exe).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    assert_eq!(wait_line(&mut c).trim(), "ready");
+    let pid = c.id() as i32;
+    let p = dir.path().join("img");
+    dump_to(pid, &p);
+    let bytes = fs::read(&p).unwrap();
+    let img = parse(&bytes);
+    let f = img.files.iter().find(|f| f.rec.kind == stasis_image::records::file_kind::MEMFD).expect("memfd fd");
+    assert!(f.path.starts_with(b"/memfd:stasis-test"));
+    assert_eq!(f.rec.pos, 100);
+    let d = f.data.expect("memfd contents");
+    assert_eq!(d.len(), 3 * 4096);
+    assert_eq!(d[4096], b'M');
+    assert_eq!(d[0], b'm');
+    let v = img.vmas.iter().find(|v| v.path.starts_with(b"/memfd:")).expect("memfd mapping");
+    assert_eq!(v.rec.kind, vma_kind::FILE_SHARED);
+    assert_eq!((v.rec.dev, v.rec.ino), (f.rec.dev, f.rec.ino));
+    assert_running_untraced(pid);
+    c.kill().unwrap();
+    c.wait().unwrap();
+}

@@ -83,9 +83,6 @@ pub(crate) fn collect(pid: i32) -> Result<Files, DumpError> {
                 &format!("{what} file descriptors are not supported by the user engine yet"),
             ));
         }
-        if link.starts_with(b"/memfd:") {
-            return Err(refuse(pid, fd, &link, "memfd file descriptors are not supported by the user engine yet"));
-        }
         let info = proc::fdinfo(pid, fd).map_err(ferr(pid, fd, "reading fdinfo"))?;
         let st = sys::stat(lp.as_os_str()).map_err(ferr(pid, fd, "stat"))?;
         let fd_flags = if info.flags & libc::O_CLOEXEC as u32 != 0 { libc::FD_CLOEXEC as u32 } else { 0 };
@@ -143,7 +140,19 @@ pub(crate) fn collect(pid: i32) -> Result<Files, DumpError> {
             });
             continue;
         }
+        let memfd = link.starts_with(b"/memfd:");
         let (kind, mut path) = match fmt {
+            libc::S_IFREG if memfd => {
+                if st.st_size as u64 > MAX_DELETED_FILE {
+                    return Err(refuse(pid, fd, &link, "memfd too large to copy into the image"));
+                }
+                let f = sys::open(lp.as_os_str(), libc::O_RDONLY).map_err(ferr(pid, fd, "opening the memfd"))?;
+                let seals = sys::fcntl_int(&f, libc::F_GET_SEALS, 0).unwrap_or(0);
+                if seals & !libc::F_SEAL_SEAL != 0 {
+                    return Err(refuse(pid, fd, &link, "sealed memfds are not supported (the seals could not be restored)"));
+                }
+                (file_kind::MEMFD, link.clone())
+            }
             libc::S_IFREG => (file_kind::REGULAR, link.clone()),
             libc::S_IFDIR => (file_kind::DIRECTORY, link.clone()),
             libc::S_IFCHR => {
@@ -163,7 +172,7 @@ pub(crate) fn collect(pid: i32) -> Result<Files, DumpError> {
         };
         let mut fflags = 0;
         let mut data = None;
-        if kind == file_kind::REGULAR && st.st_nlink == 0 {
+        if (kind == file_kind::REGULAR && st.st_nlink == 0) || kind == file_kind::MEMFD {
             fflags |= file_flags::DELETED;
             if let Some(p) = path.strip_suffix(b" (deleted)") {
                 path = p.to_vec();

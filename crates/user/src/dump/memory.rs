@@ -108,9 +108,6 @@ pub(crate) fn vmas(pid: i32, maps: &[MapEntry], deleted_fds: &[DeletedFd]) -> Re
             _ if p.starts_with(b"/SYSV") => {
                 return Err(unsupported(pid, m, "SysV shared memory is not supported by the user engine yet"));
             }
-            _ if p.starts_with(b"/memfd:") => {
-                return Err(unsupported(pid, m, "memfd mappings are not supported by the user engine yet"));
-            }
             _ if p.starts_with(b"[") => {
                 return Err(unsupported(pid, m, "special kernel mapping of unknown kind"));
             }
