@@ -344,7 +344,14 @@ pub fn prepare(img: &ProcessImage<'_>, image_file: &std::fs::File, image_bytes: 
     // (the parent makes each thread run rt_sigreturn there: park mode).
     // STASIS_RESTORE_KEEP_RESTORER=1: no ptrace at the end; the threads return
     // by themselves and the restorer area stays mapped (escape hatch, tests).
-    let keep = std::env::var_os("STASIS_RESTORE_KEEP_RESTORER").is_some_and(|v| v != "0");
+    // Yama may forbid ptrace altogether (3) or without CAP_SYS_PTRACE (2).
+    let yama = std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .unwrap_or(0);
+    let keep = std::env::var_os("STASIS_RESTORE_KEEP_RESTORER").is_some_and(|v| v != "0")
+        || yama >= 3
+        || (yama == 2 && uid != 0);
     let syscall_insn = match (our_vdso.first(), ovd, ivd) {
         _ if keep => None,
         (Some(&(s, e)), Some(o), Some(i)) => {
