@@ -21,7 +21,7 @@ const PM_SWAP: u64 = 1 << 62;
 const PM_FILE: u64 = 1 << 61;
 
 /// Largest batch of page data read at once.
-pub(crate) const BATCH_BYTES: usize = 64 << 20;
+pub(crate) const BATCH_BYTES: usize = 16 << 20;
 
 /// Which pages of a VMA hold state that must be saved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -274,20 +274,28 @@ pub(crate) struct PageReader<'a> {
     pid: i32,
     mem: Option<&'a OwnedFd>,
     page_size: u64,
-    buf: Vec<u8>,
 }
 
-/// One batch: the non-zero pages as runs, and their data in run order.
-pub(crate) struct Batch<'b> {
+/// One batch: the non-zero pages as runs, and where their data sits in
+/// `buf` (spans in run order).
+pub(crate) struct Batch {
     pub runs: Vec<PageRun>,
-    pub chunks: Vec<&'b [u8]>,
+    pub spans: Vec<(usize, usize)>,
+    pub buf: Vec<u8>,
     /// Bytes read (including dropped zero pages), for progress.
     pub read: u64,
 }
 
+impl Batch {
+    /// The page data, in run order.
+    pub fn chunks(&self) -> impl Iterator<Item = &[u8]> {
+        self.spans.iter().map(|&(s, e)| &self.buf[s..e])
+    }
+}
+
 impl<'a> PageReader<'a> {
     pub fn new(pid: i32, mem: Option<&'a OwnedFd>, page_size: u64) -> PageReader<'a> {
-        PageReader { pid, mem, page_size, buf: Vec::new() }
+        PageReader { pid, mem, page_size }
     }
 
     /// Split `runs` into batches that fit the buffer (a run may be split).
@@ -318,17 +326,19 @@ impl<'a> PageReader<'a> {
     /// Read one planned batch and drop zero pages.
     /// Zero pages are dropped unless `keep_zero` (private file mappings:
     /// a zero page there differs from the file page restart would map).
-    pub fn read(&mut self, batch: &[(u64, u64)], src: Src<'_>, keep_zero: bool) -> Result<Batch<'_>, DumpError> {
+    /// `buf` is reused for the data (a buffer of an earlier batch).
+    pub fn read(&self, batch: &[(u64, u64)], src: Src<'_>, keep_zero: bool, mut buf: Vec<u8>) -> Result<Batch, DumpError> {
         let (readable, file, delta) = match src {
             Src::Memory { readable } => (readable, self.mem, 0i64),
             Src::Object { fd, start, offset } => (false, Some(fd), offset as i64 - start as i64),
         };
         let ps = self.page_size as usize;
         let total: usize = batch.iter().map(|r| r.1 as usize * ps).sum();
-        if self.buf.len() < total {
-            self.buf.resize(total, 0);
+        if buf.len() < total {
+            buf.resize(total, 0);
         }
-        let buf = &mut self.buf[..total];
+        let mut whole = buf;
+        let buf = &mut whole[..total];
         let pid = self.pid;
         let remote: Vec<(u64, usize)> = batch.iter().map(|&(a, n)| (a, n as usize * ps)).collect();
         let mut done = false;
@@ -363,7 +373,7 @@ impl<'a> PageReader<'a> {
             }
         }
         // Drop zero pages, merging the rest into runs and contiguous chunks.
-        let buf = &self.buf[..total];
+        let buf = &whole[..total];
         let mut runs: Vec<PageRun> = Vec::new();
         let mut spans: Vec<(usize, usize)> = Vec::new();
         let mut off = 0usize;
@@ -386,8 +396,7 @@ impl<'a> PageReader<'a> {
                 off += ps;
             }
         }
-        let chunks = spans.iter().map(|&(s, e)| &buf[s..e]).collect();
-        Ok(Batch { runs, chunks, read: total as u64 })
+        Ok(Batch { runs, spans, buf: whole, read: total as u64 })
     }
 }
 

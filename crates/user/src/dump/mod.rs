@@ -288,27 +288,44 @@ fn dump_frozen<W: io::Write>(
     for v in &vmas {
         put!(w.record(kind::VMA, &v.rec, &[&v.path]));
     }
+    // Pages: a reader thread copies batches out of the target (and drops
+    // zero pages) while this thread checksums and writes the previous one.
     let mem_path = proc::pid_path(pid, "mem");
     let mem = sys::open(mem_path.as_os_str(), libc::O_RDONLY).ok();
-    let mut reader = memory::PageReader::new(pid, mem.as_ref(), page_size);
-    for v in &vmas {
-        if v.runs.is_empty() {
-            continue;
-        }
-        for batch in reader.plan(&v.runs) {
-            let src = match &v.object {
-                Some(fd) => memory::Src::Object { fd, start: v.rec.start, offset: v.rec.offset },
-                None => memory::Src::Memory { readable: v.readable },
-            };
-            let b = reader.read(&batch, src, v.save == memory::Save::AnonOnly)?;
+    std::thread::scope(|sc| -> Result<(), DumpError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(u64, memory::Batch), DumpError>>(1);
+        let (back_tx, back_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let vmas = &vmas;
+        let mem = mem.as_ref();
+        sc.spawn(move || {
+            let reader = memory::PageReader::new(pid, mem, page_size);
+            for v in vmas.iter().filter(|v| !v.runs.is_empty()) {
+                for batch in reader.plan(&v.runs) {
+                    let src = match &v.object {
+                        Some(fd) => memory::Src::Object { fd, start: v.rec.start, offset: v.rec.offset },
+                        None => memory::Src::Memory { readable: v.readable },
+                    };
+                    let buf = back_rx.try_recv().unwrap_or_default();
+                    let r = reader.read(&batch, src, v.save == memory::Save::AnonOnly, buf).map(|b| (v.rec.start, b));
+                    let failed = r.is_err();
+                    if tx.send(r).is_err() || failed {
+                        return;
+                    }
+                }
+            }
+        });
+        for item in rx {
+            let (start, b) = item?;
             if !b.runs.is_empty() {
-                put!(w.pages(v.rec.start, &b.runs, b.chunks.iter().copied()));
+                put!(w.pages(start, &b.runs, b.chunks()));
             }
             if let Some(p) = progress {
                 p.advance(b.read);
             }
+            let _ = back_tx.send(b.buf);
         }
-    }
+        Ok(())
+    })?;
     for f in &files.files {
         put!(w.record(kind::FD_FILE, &f.rec, &[&f.path]));
         if let Some(data) = &f.data {
