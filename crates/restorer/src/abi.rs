@@ -26,6 +26,11 @@ pub const STATUS_EXIT: u32 = 3;
 /// seen from the caller's namespace (unused when 0).
 pub const STATUS_STARTED: u32 = 4;
 
+/// Page data progress: `arg` more bytes were filled.
+pub const STATUS_PROGRESS: u32 = 5;
+/// Bytes of page data between two STATUS_PROGRESS messages.
+pub const PROGRESS_STEP: u64 = 32 << 20;
+
 /// Stages in which the restorer can fail (`StatusMsg::stage`).
 pub mod stage {
     pub const ARGS: u32 = 100;

@@ -193,6 +193,7 @@ extern "C" fn restorer_main(a: *mut Args) -> ! {
     }
 
     // 5. Fill the pages.
+    let mut unreported: u64 = 0;
     let mut i = 0;
     while i < a.nr_runs {
         // SAFETY: runs has nr_runs entries.
@@ -212,7 +213,15 @@ extern "C" fn restorer_main(a: *mut Args) -> ! {
             }
         }
         a.filled = a.filled.wrapping_add(run.len);
+        unreported = unreported.wrapping_add(run.len);
+        if unreported >= PROGRESS_STEP {
+            send(a.status_fd, STATUS_PROGRESS, 0, 0, unreported, 0);
+            unreported = 0;
+        }
         i += 1;
+    }
+    if unreported != 0 {
+        send(a.status_fd, STATUS_PROGRESS, 0, 0, unreported, 0);
     }
 
     // 6. Final protections and advice.

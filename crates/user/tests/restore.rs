@@ -376,3 +376,39 @@ fn detached_pidns_restart_while_pid_in_use() {
     let r = unsafe { libc::waitpid(init, &mut st, 0) };
     assert_eq!(r, init);
 }
+
+/// Progress: the total is the image's page bytes and the advances add up to it.
+#[test]
+fn progress_adds_up() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    struct P {
+        total: AtomicU64,
+        done: AtomicU64,
+        calls: AtomicU64,
+    }
+    impl stasis_user::Progress for P {
+        fn set_total(&self, bytes: u64) {
+            self.total.store(bytes, Ordering::SeqCst);
+        }
+        fn advance(&self, bytes: u64) {
+            self.done.fetch_add(bytes, Ordering::SeqCst);
+            self.calls.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let _g = lock();
+    let dir = tempfile::tempdir_in("/tmp").expect("tempdir");
+    let (img, paths, pid) = dump("memory", dir.path());
+    let p = P { total: AtomicU64::new(0), done: AtomicU64::new(0), calls: AtomicU64::new(0) };
+    let out = restart(&img, &RestartOpts { detach: true, progress: Some(&p), ..Default::default() }).expect("restart");
+    assert_eq!(out, RestartOutcome::Detached { pid: pid as i32 });
+    let total = p.total.load(Ordering::SeqCst);
+    assert!(total > 32 << 20, "memory workload has tens of MiB of pages: {total}");
+    assert_eq!(p.done.load(Ordering::SeqCst), total);
+    assert!(p.calls.load(Ordering::SeqCst) >= 2, "progress came in steps");
+    request_stop(&paths.stop).expect("stop");
+    assert_eq!(wait_verdict(&paths.verdict, T).expect("verdict").trim(), "ok");
+    let mut st = 0;
+    // SAFETY: reaping our own child.
+    unsafe { libc::waitpid(pid as i32, &mut st, 0) };
+    assert!(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0);
+}

@@ -363,18 +363,23 @@ pub fn restart(image: &Path, opts: &RestartOpts) -> Result<RestartOutcome, Resto
     // The child has its own copy of the area.
     drop(std::mem::replace(&mut prep.area, plan::Area { start: 0, len: 0 }));
 
-    let first = read_msg(status_r, 120_000);
+    let first = loop {
+        match read_msg(status_r, 120_000) {
+            Ok(Some(m)) if m.kind == abi::STATUS_PROGRESS => {
+                if let Some(p) = opts.progress {
+                    p.advance(m.arg);
+                }
+            }
+            other => break other,
+        }
+    };
     let fail_with = |err: RestoreError| {
         close_r();
         let _ = wait_status(child_pid);
         Err(err)
     };
     match first {
-        Ok(Some(m)) if m.kind == STATUS_READY => {
-            if let Some(p) = opts.progress {
-                p.advance(m.arg);
-            }
-        }
+        Ok(Some(m)) if m.kind == STATUS_READY => {}
         Ok(Some(m)) if m.kind == STATUS_ERROR => return fail_with(msg_error(&m)),
         Ok(Some(m)) if m.kind == STATUS_EXIT => {
             return fail_with(RestoreError::ChildDied { status: describe_status(m.errno) });
