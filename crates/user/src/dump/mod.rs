@@ -11,10 +11,57 @@
 //! out of [`checkpoint`] other than success drops the tracer, which detaches.
 //! If the checkpointer is killed, the kernel detaches the tracees itself.
 //!
+//! # What the image holds (notes for the restart side)
+//!
 //! Record order: PROCESS, MM, FS, RLIMITS, SIGACTIONS, ITIMERS, POSIX_TIMER*,
-//! (THREAD, XSTATE, SIGPENDING)* leader first, SIGPENDING(tid 0), VMA*,
-//! PAGES* (a VMA may have several, in address order), FD_FILE (+FILE_DATA
-//! after the first fd of a deleted file), FD_PIPE*, PIPE_DATA*, END.
+//! (THREAD, XSTATE, SIGPENDING if any)* leader first then by TID,
+//! SIGPENDING(tid 0, always, maybe empty), VMA* (address order), PAGES*
+//! (after all VMAs; a VMA may have several, runs in address order, at most
+//! 16 MiB of data each), FD_FILE* in fd order (each followed by its
+//! FILE_DATA when it is the first fd of a deleted file or memfd), FD_PIPE*
+//! in fd order, PIPE_DATA* (one per pipe with buffered bytes), END.
+//!
+//! - Registers: `ThreadRec::regs` are those the thread has after the
+//!   kernel's syscall-restart fixup: rax = -ERESTARTSYS/-ERESTARTNOINTR/
+//!   -ERESTARTNOHAND → rax = orig_rax, rip -= 2 (the call runs again);
+//!   -ERESTART_RESTARTBLOCK → rax = -EINTR (the restart block does not
+//!   survive). Then `thread_flags::SYSCALL_FIXED` is set. orig_rax is always
+//!   -1 in the image. fs_base/gs_base are in `regs`.
+//! - XSTATE: the NT_X86_XSTATE area as ptrace gives it (standard format;
+//!   bytes 464..472 hold the checkpointing kernel's user XCR0, not signal
+//!   frame software bytes). `XstateRec::xcr0` = that XCR0, `xstate_bv` =
+//!   header bytes 512..520.
+//! - sigmask: blocked mask from PTRACE_GETSIGMASK (for a thread inside
+//!   sigsuspend/ppoll/pselect/epoll_pwait that is the temporary mask).
+//! - Sigactions: read by injection for caught and ignored signals and
+//!   SIGCHLD; other signals are SIG_DFL with flags/mask/restorer 0.
+//! - ITIMERS: getitimer values; while a SIGALRM of an interval timer is
+//!   pending the kernel reports value 0 (re-armed at dequeue).
+//! - MM: /proc stat fields, brk from brk(0), vdso = AT_SYSINFO_EHDR; auxv as
+//!   in /proc/PID/auxv (up to AT_NULL); exe = /proc/PID/exe link.
+//! - VMAs: every /proc maps line, path kept verbatim (" (deleted)" included);
+//!   kinds: VDSO, VVAR (`[vvar]` and, on newer kernels, `[vvar_vclock]`),
+//!   VSYSCALL, HEAP, STACK, ANON_PRIVATE (incl. `[anon:name]`), ANON_SHARED
+//!   (`/dev/zero (deleted)` or `[anon_shmem:name]`, `shm_id` = inode of the
+//!   shmem object, `offset` = offset in it), FILE_PRIVATE, FILE_SHARED (with
+//!   FILE_DELETED when the file is deleted or a memfd: then an fd with the
+//!   same dev/ino carries its contents). `dev` = makedev(major, minor) from
+//!   maps, same encoding as st_dev in FD_FILE.
+//! - Pages: anonymous private memory: present or swapped pages minus zero
+//!   pages; private file mappings: only private (COW) pages, zero ones kept;
+//!   shared anonymous memory: the object's data pages (SEEK_DATA through
+//!   /proc/PID/map_files), zero pages dropped; nothing for shared file
+//!   mappings, vDSO, vvar, vsyscall.
+//! - Files: `file_id` numbers open file descriptions from 1 in fd order
+//!   (kcmp KCMP_FILE: dup'ed fds share it); `pipe_id` numbers pipes/FIFOs
+//!   from 1 by inode in fd order; fd_flags = FD_CLOEXEC or 0; open_flags =
+//!   fdinfo flags without O_CLOEXEC. Deleted files and memfds carry
+//!   file_flags::DELETED, their path without " (deleted)", and FILE_DATA.
+//!   TTY: /dev/tty*, /dev/pts/*, /dev/console; /dev/ptmx is refused.
+//! - Refused (DumpError::Unsupported, target released): sockets, anon-inode
+//!   fds (eventfd, epoll, signalfd, timerfd, io_uring, inotify, pidfd...),
+//!   sealed memfds, SysV shm, device (VM_IO/PFNMAP) and userfaultfd memory,
+//!   mappings of deleted files with no fd to restore them from, children.
 
 mod files;
 mod freeze;
