@@ -147,6 +147,44 @@ pub fn open_flags(open: u32, fd_flags: u32) -> String {
     v.join("|")
 }
 
+/// System call numbers at or above this are not taken as system calls.
+pub const SYSCALL_NR_LIMIT: u64 = 1024;
+
+/// Names of the x86_64 system calls a checkpointed thread is usually in.
+pub fn syscall(nr: u64) -> Option<&'static str> {
+    Some(match nr {
+        0 => "read",
+        1 => "write",
+        7 => "poll",
+        17 => "pread64",
+        18 => "pwrite64",
+        19 => "readv",
+        20 => "writev",
+        23 => "select",
+        24 => "sched_yield",
+        34 => "pause",
+        35 => "nanosleep",
+        43 => "accept",
+        45 => "recvfrom",
+        44 => "sendto",
+        46 => "sendmsg",
+        47 => "recvmsg",
+        61 => "wait4",
+        72 => "fcntl",
+        202 => "futex",
+        230 => "clock_nanosleep",
+        232 => "epoll_wait",
+        247 => "waitid",
+        270 => "pselect6",
+        271 => "ppoll",
+        281 => "epoll_pwait",
+        288 => "accept4",
+        130 => "rt_sigsuspend",
+        128 => "rt_sigtimedwait",
+        _ => return None,
+    })
+}
+
 const SIGNALS: [&str; 31] = [
     "SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE", "SIGKILL",
     "SIGUSR1", "SIGSEGV", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM", "SIGSTKFLT", "SIGCHLD",
@@ -208,6 +246,8 @@ mod tests {
         assert_eq!(prot(3, vma_flags::SHARED), "rw-s");
         assert_eq!(prot(5, 0), "r-xp");
         assert_eq!(signal(10), "SIGUSR1");
+        assert_eq!(syscall(202), Some("futex"));
+        assert_eq!(syscall(999), None);
         assert_eq!(signal(34), "SIGRTMIN");
         assert_eq!(signal(64), "SIGRTMIN+30");
         assert_eq!(sigset(1 << 9 | 1 << 14), ["SIGUSR1", "SIGTERM"]);

@@ -22,6 +22,28 @@ fn run(args: &[&str]) -> Output {
     stasis().args(args).output().expect("run stasis")
 }
 
+/// Run stasis, killing it and failing the test if it takes longer than `secs`.
+fn run_within(secs: u64, args: &[&str]) -> Output {
+    let child = stasis()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn stasis");
+    let pid = child.id() as libc::pid_t;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(out) => out.expect("wait for stasis"),
+        Err(_) => {
+            // SAFETY: pid is our child, not yet reaped (the waiter still waits).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let out = rx.recv().expect("waiter").expect("wait for stasis");
+            panic!("stasis {args:?} did not finish within {secs} s; stderr: {}", stderr(&out));
+        }
+    }
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -64,7 +86,7 @@ fn inspect_shows_threads_vmas_fds() {
         "threads (3)",
         "4242*",
         "worker-1",
-        "yes (202)",
+        "yes (futex)",
         "SIGUSR1",
         "2696 B (x87,sse,avx)",
         "memory (6 VMAs",
@@ -134,6 +156,7 @@ fn inspect_json() {
     assert_eq!(threads[0]["leader"], true);
     assert_eq!(threads[1]["in_syscall"], true);
     assert_eq!(threads[1]["syscall"], 202);
+    assert_eq!(threads[1]["syscall_name"], "futex");
     assert_eq!(threads[0]["in_syscall"], false);
     assert_eq!(threads[0]["syscall"], Value::Null);
     assert_eq!(threads[2]["blocked"][0], "SIGUSR1");
@@ -452,7 +475,7 @@ fn counters_round_trip() {
     let pid = ready.pid;
 
     // To a pipe (migration), leaving it running.
-    let o = run(&["checkpoint", &pid.to_string(), "-o", "-", "-q"]);
+    let o = run_within(60, &["checkpoint", &pid.to_string(), "-o", "-", "-q"]);
     assert_eq!(code(&o), 0, "checkpoint to stdout failed: {}", stderr(&o));
     assert_eq!(stderr(&o), "", "-q prints nothing");
     let piped = dir.path().join("piped.img");
@@ -461,11 +484,13 @@ fn counters_round_trip() {
     assert_eq!(code(&o), 0, "verify piped image: {}", stderr(&o));
     assert!(stasis_workloads::pid_alive(pid), "--leave-running is the default");
 
-    let o = run(&["checkpoint", &pid.to_string(), "-o", p(&img), "--kill"]);
+    let o = run_within(60, &["checkpoint", &pid.to_string(), "-o", p(&img), "--kill"]);
     assert_eq!(code(&o), 0, "checkpoint failed: {}", stderr(&o));
     let summary = stderr(&o);
     assert!(summary.starts_with(&format!("checkpointed {pid}: 9 threads, ")), "{summary}");
+    assert!(summary.contains(" MiB of pages, image ") && summary.trim_end().ends_with(" ms"), "{summary}");
     wl.kill_and_reap().expect("reap the original");
+    assert!(!stasis_workloads::pid_alive(pid), "--kill killed it");
 
     let o = run(&["verify", p(&img)]);
     assert_eq!(code(&o), 0, "verify: {}", stderr(&o));
@@ -473,13 +498,30 @@ fn counters_round_trip() {
     assert_eq!(code(&o), 0, "inspect: {}", stderr(&o));
     let v: Value = serde_json::from_slice(&o.stdout).expect("json");
     assert_eq!(v["process"]["pid"], pid);
+    assert_eq!(v["process"]["comm"], "counters");
     assert_eq!(v["threads"].as_array().expect("threads").len(), 9);
 
+    // Restart and wait: stasis exits with the restored process's status.
     let mut restart = stasis().arg("restart").arg(&img).spawn().expect("restart");
-    std::thread::sleep(Duration::from_millis(500));
-    request_stop(&wl.paths().stop).expect("stop");
-    let verdict = wait_verdict(&wl.paths().verdict, Duration::from_secs(30));
-    let status = restart.wait().expect("wait restart");
+    let restart_pid = restart.id() as libc::pid_t;
+    std::thread::sleep(Duration::from_millis(300));
+    let verdict = match restart.try_wait().expect("try_wait") {
+        Some(st) => panic!("stasis restart exited early with {st}"),
+        None => {
+            assert!(stasis_workloads::pid_alive(pid), "the restored process runs under its PID");
+            request_stop(&wl.paths().stop).expect("stop");
+            wait_verdict(&wl.paths().verdict, Duration::from_secs(30))
+        }
+    };
+    let status = match verdict {
+        Ok(_) => restart.wait().expect("wait restart"),
+        Err(e) => {
+            // SAFETY: our child, not yet reaped.
+            unsafe { libc::kill(restart_pid, libc::SIGKILL) };
+            restart.wait().ok();
+            panic!("no verdict from the restored counters: {e}");
+        }
+    };
     assert_eq!(verdict.expect("verdict"), "ok");
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(status.code(), Some(0), "stasis restart status");
 }

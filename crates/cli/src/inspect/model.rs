@@ -84,8 +84,11 @@ pub struct ThreadInfo {
     pub fs_base: u64,
     /// Caught inside a system call (registers carry the restart fixup).
     pub in_syscall: bool,
-    /// orig_rax: the system call number when `in_syscall`.
+    /// The system call it was in, when known: orig_rax, or rax once the
+    /// restart fixup moved the number there (rax = orig_rax, rip -= 2).
     pub syscall: Option<u64>,
+    /// Its name, when known.
+    pub syscall_name: Option<&'static str>,
     pub sigmask: String,
     pub blocked: Vec<String>,
     pub pending_signals: usize,
@@ -230,6 +233,11 @@ pub fn build(path: &str, img: &Image<'_>, p: &ProcessImage<'_>, size: u64) -> Re
         .map(|t| {
             let r = &t.rec;
             let in_syscall = r.flags & thread_flags::SYSCALL_FIXED != 0;
+            let syscall = in_syscall
+                .then(|| {
+                    [r.regs.orig_rax, r.regs.rax].into_iter().find(|&n| n < names::SYSCALL_NR_LIMIT)
+                })
+                .flatten();
             ThreadInfo {
                 tid: r.tid,
                 name: cstr(&r.comm),
@@ -238,7 +246,8 @@ pub fn build(path: &str, img: &Image<'_>, p: &ProcessImage<'_>, size: u64) -> Re
                 rsp: r.regs.rsp,
                 fs_base: r.regs.fs_base,
                 in_syscall,
-                syscall: in_syscall.then_some(r.regs.orig_rax),
+                syscall,
+                syscall_name: syscall.and_then(names::syscall),
                 sigmask: format!("{:#x}", r.sigmask),
                 blocked: names::sigset(r.sigmask),
                 pending_signals: t.pending.len(),

@@ -143,9 +143,11 @@ pub fn render(r: &Report) -> String {
             th.name.clone(),
             format!("{:#014x}", th.rip),
             format!("{:#014x}", th.rsp),
-            match th.syscall {
-                Some(nr) => format!("yes ({nr})"),
-                None => "no".into(),
+            match (th.in_syscall, th.syscall, th.syscall_name) {
+                (false, _, _) => "no".into(),
+                (true, _, Some(name)) => format!("yes ({name})"),
+                (true, Some(nr), None) => format!("yes ({nr})"),
+                (true, None, None) => "yes".into(),
             },
             dash_if_empty(&th.blocked),
             th.pending_signals.to_string(),
