@@ -754,13 +754,20 @@ long stasis_job_write(struct stasis_job *job, const void *buf, size_t len)
 
 typedef long (*stasis_kthread_fn)(void *ctx, const struct stasis_kthread *ks);
 
-/* Every parked thread's captured state, leader first. */
+/* Every parked thread's captured state, leader first. The pending-signal masks are
+ * read again now (a signal may have arrived since the thread parked). */
 long stasis_job_threads(struct stasis_job *job, stasis_kthread_fn fn, void *ctx)
 {
 	struct stasis_freeze *fz = job->fz;
 	struct stasis_thread *t;
 	int pass;
 	long r;
+
+	spin_lock_irq(&current->sighand->siglock);
+	list_for_each_entry(t, &fz->threads, node)
+		if (READ_ONCE(t->state) == ST_PARKED)
+			t->ks.pending = t->task->pending.signal.sig[0];
+	spin_unlock_irq(&current->sighand->siglock);
 
 	for (pass = 0; pass < 2; pass++) {
 		list_for_each_entry(t, &fz->threads, node) {

@@ -4,10 +4,12 @@
 # and run tests/kmod/in-guest.sh there. Exit 0 only if every check held and dmesg is
 # clean (no WARN/BUG/Oops, no "stasis: N allocations leaked").
 #   tests/kmod/run.sh [--no-build] [-v]
+# Build output goes to $STASIS_KMOD_OUT (default target/kmod); the .ko files are built
+# in kmod/ (Kbuild M=).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
-out="${STASIS_KMOD_OUT:-/work/target-kmod}"
+out="${STASIS_KMOD_OUT:-$root/target/kmod}"
 build=1 verbose=()
 for a in "$@"; do
     case "$a" in

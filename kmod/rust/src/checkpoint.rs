@@ -312,6 +312,9 @@ fn write_image(job: *mut c_void, stats: &mut Stats) -> Result<(), i64> {
     if threads.is_empty() {
         return Err(-EINVAL);
     }
+    if !threads.iter().any(|t| t.ks.leader != 0) {
+        return Err(unsupported("the main thread has exited"));
+    }
     if threads.iter().any(|t| t.ks.pending != 0) {
         return Err(unsupported("thread-private pending signals are not written yet"));
     }
