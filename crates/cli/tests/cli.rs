@@ -484,13 +484,14 @@ fn counters_round_trip() {
     assert_eq!(code(&o), 0, "verify piped image: {}", stderr(&o));
     assert!(stasis_workloads::pid_alive(pid), "--leave-running is the default");
 
-    let o = run_within(60, &["checkpoint", &pid.to_string(), "-o", p(&img), "--kill"]);
+    // Into a file, leaving it stopped (--kill has its own test below).
+    let o = run_within(60, &["checkpoint", &pid.to_string(), "-o", p(&img), "--stop"]);
     assert_eq!(code(&o), 0, "checkpoint failed: {}", stderr(&o));
     let summary = stderr(&o);
     assert!(summary.starts_with(&format!("checkpointed {pid}: 9 threads, ")), "{summary}");
     assert!(summary.contains(" MiB of pages, image ") && summary.trim_end().ends_with(" ms"), "{summary}");
-    wl.kill_and_reap().expect("reap the original");
-    assert!(!stasis_workloads::pid_alive(pid), "--kill killed it");
+    assert_eq!(state_of(pid), Some('T'), "--stop leaves it stopped");
+    wl.kill_and_reap().expect("kill and reap the original");
 
     let o = run(&["verify", p(&img)]);
     assert_eq!(code(&o), 0, "verify: {}", stderr(&o));
@@ -524,4 +525,21 @@ fn counters_round_trip() {
     };
     assert_eq!(verdict.expect("verdict"), "ok");
     assert_eq!(status.code(), Some(0), "stasis restart status");
+}
+
+/// `--kill`: the image is written, then the target is killed.
+#[test]
+fn checkpoint_kill() {
+    use stasis_workloads::Workload;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let img = dir.path().join("counters.img");
+    let mut wl = Workload::spawn("counters", dir.path(), &[]).expect("spawn counters");
+    let pid = wl.wait_ready(Duration::from_secs(20)).expect("ready").pid;
+    let o = run_within(60, &["checkpoint", &pid.to_string(), "-o", p(&img), "--kill", "-q"]);
+    assert_eq!(code(&o), 0, "checkpoint --kill failed: {}", stderr(&o));
+    let st = wl.wait_exit(Duration::from_secs(10)).expect("the target exits");
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&st), Some(libc::SIGKILL));
+    let o = run(&["verify", p(&img)]);
+    assert_eq!(code(&o), 0, "verify: {}", stderr(&o));
 }
