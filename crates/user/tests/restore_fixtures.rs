@@ -133,12 +133,9 @@ fn terminal_fds_come_back() {
     drop((m, s));
 }
 
-/// A deleted-but-open file, mapped shared: the same file after restart.
-/// Ignored: the dump side refuses deleted-file mappings for now ("mapping of a
-/// deleted file: its contents could not be mapped back at restart"); the
-/// restart side maps such a VMA from the fd it recreates from FILE_DATA.
+/// A deleted-but-open file and a memfd, mapped shared: the same files after restart (the
+/// restart side maps such a VMA from the fd it recreates from FILE_DATA).
 #[test]
-#[ignore = "checkpoint refuses deleted-file mappings (dump side)"]
 fn deleted_open_file_mapping() {
     run_fixture("deleted", |pi| {
         let v: Vec<String> = pi
