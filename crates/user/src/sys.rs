@@ -412,6 +412,62 @@ pub fn lseek(fd: &impl AsRawFd, off: u64, whence: i32) -> io::Result<u64> {
     Ok(r as u64)
 }
 
+/// PAGEMAP_SCAN page categories (linux/fs.h).
+pub mod page_is {
+    pub const FILE: u64 = 1 << 2;
+    pub const PRESENT: u64 = 1 << 3;
+    pub const SWAPPED: u64 = 1 << 4;
+    pub const PFNZERO: u64 = 1 << 5;
+}
+
+/// Argument of the PAGEMAP_SCAN ioctl on /proc/PID/pagemap (Linux 6.7+).
+#[repr(C)]
+#[derive(Default)]
+pub struct PmScanArg {
+    pub size: u64,
+    pub flags: u64,
+    pub start: u64,
+    pub end: u64,
+    pub walk_end: u64,
+    pub vec: u64,
+    pub vec_len: u64,
+    pub max_pages: u64,
+    pub category_inverted: u64,
+    pub category_mask: u64,
+    pub category_anyof_mask: u64,
+    pub return_mask: u64,
+}
+
+/// One region returned by PAGEMAP_SCAN.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct PageRegion {
+    pub start: u64,
+    pub end: u64,
+    pub categories: u64,
+}
+
+/// _IOWR('f', 16, struct pm_scan_arg)
+const PAGEMAP_SCAN: u64 = (3 << 30) | ((std::mem::size_of::<PmScanArg>() as u64) << 16) | ((b'f' as u64) << 8) | 16;
+
+/// PAGEMAP_SCAN over `[start, end)` of the pagemap `fd`, filling `out`.
+/// `arg.start/end/vec/vec_len/size` are set here; the category masks come
+/// from the caller. Returns (regions filled, address where the walk ended).
+pub fn pagemap_scan(fd: &impl AsRawFd, arg: &mut PmScanArg, start: u64, end: u64, out: &mut [PageRegion]) -> io::Result<(usize, u64)> {
+    arg.size = std::mem::size_of::<PmScanArg>() as u64;
+    arg.start = start;
+    arg.end = end;
+    arg.vec = out.as_mut_ptr() as u64;
+    arg.vec_len = out.len() as u64;
+    // SAFETY: `arg` is a valid pm_scan_arg whose vec/vec_len describe `out`,
+    // which the kernel fills with at most vec_len page_region entries.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), PAGEMAP_SCAN as _, arg as *mut PmScanArg) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(((r as usize).min(out.len()), arg.walk_end))
+}
+
 /// Our own thread id.
 pub fn gettid() -> i32 {
     // SAFETY: no arguments.

@@ -180,6 +180,7 @@ pub(crate) fn scan(pid: i32, vmas: &mut [Vma], page_size: u64) -> Result<u64, Du
     let mut total = 0u64;
     const CHUNK: usize = 64 * 1024; // entries per read
     let mut buf = vec![0u8; CHUNK * 8];
+    let mut use_scan = std::env::var_os("STASIS_NO_PAGEMAP_SCAN").is_none();
     for v in vmas.iter_mut() {
         if v.save == Save::Nothing {
             continue;
@@ -189,6 +190,20 @@ pub(crate) fn scan(pid: i32, vmas: &mut [Vma], page_size: u64) -> Result<u64, Du
             v.runs = runs;
             total += bytes;
             continue;
+        }
+        if use_scan {
+            match scan_ioctl(&pm, v, page_size) {
+                Ok(bytes) => {
+                    total += bytes;
+                    continue;
+                }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTTY | libc::EINVAL | libc::EOPNOTSUPP)) => {
+                    // Kernel without PAGEMAP_SCAN: read pagemap entries.
+                    use_scan = false;
+                    v.runs.clear();
+                }
+                Err(e) => return Err(DumpError::io(pid, "PAGEMAP_SCAN", e)),
+            }
         }
         let first = v.rec.start / page_size;
         let last = v.rec.end / page_size;
@@ -224,6 +239,66 @@ pub(crate) fn scan(pid: i32, vmas: &mut [Vma], page_size: u64) -> Result<u64, Du
             }
             idx += n as u64;
         }
+    }
+    Ok(total)
+}
+
+/// Runs of `v` through the PAGEMAP_SCAN ioctl (walks only populated page
+/// tables: cheap for huge sparse reservations). Zero-PFN pages (read but
+/// never written anonymous memory) are left out.
+fn scan_ioctl(pm: &OwnedFd, v: &mut Vma, page_size: u64) -> io::Result<u64> {
+    use sys::page_is;
+    let mut arg = sys::PmScanArg {
+        return_mask: page_is::PRESENT | page_is::SWAPPED | page_is::FILE | page_is::PFNZERO,
+        category_anyof_mask: page_is::PRESENT | page_is::SWAPPED,
+        category_inverted: page_is::PFNZERO,
+        category_mask: page_is::PFNZERO,
+        ..Default::default()
+    };
+    if v.save == Save::AnonOnly {
+        arg.category_inverted |= page_is::FILE;
+        arg.category_mask |= page_is::FILE;
+    }
+    let mut out = vec![sys::PageRegion::default(); 4096];
+    let mut at = v.rec.start;
+    let mut total = 0;
+    while at < v.rec.end {
+        let (n, walk_end) = sys::pagemap_scan(pm, &mut arg, at, v.rec.end, &mut out)?;
+        // The kernel may return regions past `walk_end` (seen on 6.18 when
+        // it stops early); the next call returns them again, so clip here.
+        let stop = walk_end.clamp(at, v.rec.end);
+        for r in &out[..n] {
+            let s = (r.start / page_size * page_size).max(at);
+            let e = (r.end.div_ceil(page_size) * page_size).min(stop);
+            if e <= s {
+                continue;
+            }
+            match v.runs.last_mut() {
+                Some((a, np)) if *a + *np * page_size == s => *np += (e - s) / page_size,
+                _ => v.runs.push((s, (e - s) / page_size)),
+            }
+            total += e - s;
+        }
+        if walk_end <= at {
+            break;
+        }
+        at = walk_end;
+    }
+    // Safety net: runs strictly increasing and disjoint.
+    if v.runs.windows(2).any(|w| w[1].0 < w[0].0 + w[0].1 * page_size) {
+        v.runs.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(v.runs.len());
+        for &(a, n) in &v.runs {
+            match merged.last_mut() {
+                Some((ma, mn)) if a <= *ma + *mn * page_size => {
+                    let end = (*ma + *mn * page_size).max(a + n * page_size);
+                    *mn = (end - *ma) / page_size;
+                }
+                _ => merged.push((a, n)),
+            }
+        }
+        v.runs = merged;
+        total = v.runs.iter().map(|r| r.1 * page_size).sum();
     }
     Ok(total)
 }
