@@ -613,6 +613,8 @@ pub fn ns_init_main(plan: &ChildPlan) -> ! {
     match clone3_fork(Some(plan.pid), 0) {
         Ok(0) => child_main(plan),
         Ok(pid) => {
+            // SAFETY: prctl with a NUL terminated constant name.
+            unsafe { libc::prctl(libc::PR_SET_NAME, c"stasis-init".as_ptr(), 0, 0, 0) };
             // Drop everything but the status pipe.
             let s = plan.status_fd;
             // SAFETY: close_range on our own table.
