@@ -819,3 +819,50 @@ fn pagemap_scan_matches_pagemap_reads() {
     assert_eq!(runs(&imgs[0]), runs(&imgs[1]));
     finish_ok(&mut w);
 }
+
+const SPAWNER_C: &str = r#"
+#include <pthread.h>
+#include <stdio.h>
+#include <unistd.h>
+static volatile unsigned long work;
+static void *t(void *a) { for (int i = 0; i < 1000; i++) work += i; return a; }
+int main(void) {
+    printf("ready\n"); fflush(stdout);
+    for (;;) {
+        pthread_t th[4];
+        for (int i = 0; i < 4; i++) if (pthread_create(&th[i], NULL, t, NULL)) return 2;
+        for (int i = 0; i < 4; i++) if (pthread_join(th[i], NULL)) return 3;
+    }
+}
+"#;
+
+/// Threads are created and exit all the time: every checkpoint either
+/// succeeds with a consistent image or fails cleanly, and the target is
+/// never left stopped or traced (clone events during the freeze).
+#[test]
+fn thread_churn_during_freeze() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = cc(dir.path(), "spawner", SPAWNER_C);
+    let mut c = Command::new(&exe).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    assert_eq!(wait_line(&mut c).trim(), "ready");
+    let pid = c.id() as i32;
+    let mut ok = 0;
+    for i in 0..20 {
+        let p = dir.path().join(format!("img{i}"));
+        match checkpoint(pid, fs::File::create(&p).unwrap(), None) {
+            Ok((frozen, _, stats)) => {
+                frozen.release(After::LeaveRunning).unwrap();
+                let bytes = fs::read(&p).unwrap();
+                let img = parse(&bytes);
+                assert_eq!(img.threads.len(), stats.threads);
+                ok += 1;
+            }
+            Err(e) => eprintln!("checkpoint {i}: {e}"),
+        }
+        assert_running_untraced(pid);
+        assert!(c.try_wait().unwrap().is_none(), "the spawner died");
+    }
+    assert!(ok >= 15, "only {ok} of 20 checkpoints succeeded");
+    c.kill().unwrap();
+    c.wait().unwrap();
+}
