@@ -125,8 +125,9 @@ pub fn run(args: &CheckpointArgs, quiet: bool) -> Result<()> {
 
     if !quiet {
         eprintln!(
-            "checkpointed {pid}: {} threads, {} MiB of pages, image {} MiB, frozen {} ms",
+            "checkpointed {pid}: {} thread{}, {} MiB of pages, image {} MiB, frozen {} ms",
             stats.threads,
+            if stats.threads == 1 { "" } else { "s" },
             mib(stats.page_bytes),
             mib(image_bytes),
             frozen_for.as_millis()

@@ -45,6 +45,12 @@ impl stasis_user::Progress for Bar {
 
     fn advance(&self, bytes: u64) {
         self.bar.inc(bytes);
+        // Done: clear it now, not when the engine returns (a waited-for
+        // restart returns only when the restored process exits, and that
+        // process may be using this terminal).
+        if self.bar.length().is_some_and(|len| self.bar.position() >= len) {
+            self.bar.finish_and_clear();
+        }
     }
 }
 

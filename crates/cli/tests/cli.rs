@@ -490,6 +490,11 @@ fn counters_round_trip() {
     let summary = stderr(&o);
     assert!(summary.starts_with(&format!("checkpointed {pid}: 9 threads, ")), "{summary}");
     assert!(summary.contains(" MiB of pages, image ") && summary.trim_end().ends_with(" ms"), "{summary}");
+    // SIGSTOP takes effect asynchronously after the engine lets go.
+    let t0 = std::time::Instant::now();
+    while state_of(pid) != Some('T') && t0.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     assert_eq!(state_of(pid), Some('T'), "--stop leaves it stopped");
     wl.kill_and_reap().expect("kill and reap the original");
 
