@@ -530,6 +530,18 @@ fn counters_round_trip() {
     };
     assert_eq!(verdict.expect("verdict"), "ok");
     assert_eq!(status.code(), Some(0), "stasis restart status");
+
+    // Again from the same image, detached: stasis prints the PID and exits 0.
+    stasis_workloads::wait_pid_gone(pid, Duration::from_secs(10)).expect("first restored process gone");
+    wl.paths().clean().expect("clean verdict and stop files");
+    let o = run_within(60, &["restart", "--detach", p(&img)]);
+    assert_eq!(code(&o), 0, "restart --detach: {}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), pid.to_string(), "prints the restored PID");
+    assert!(stasis_workloads::pid_alive(pid), "the detached process runs");
+    request_stop(&wl.paths().stop).expect("stop");
+    let verdict = wait_verdict(&wl.paths().verdict, Duration::from_secs(30));
+    stasis_workloads::wait_pid_gone(pid, Duration::from_secs(10)).ok();
+    assert_eq!(verdict.expect("verdict of the detached restart"), "ok");
 }
 
 /// `--kill`: the image is written, then the target is killed.
