@@ -792,6 +792,67 @@ long stasis_job_threads(struct stasis_job *job, stasis_kthread_fn fn, void *ctx)
 	return 0;
 }
 
+/* Pending signals of @p as 128-byte siginfo_t slots (kernel_siginfo is its prefix):
+ * every queued entry, plus SI_USER entries for mask bits without one. Returns the
+ * count (may exceed @cap: only @cap are written). Under siglock. */
+static long stasis_fill_pending(struct sigpending *p, u8 *buf, size_t cap)
+{
+	struct sigqueue *q;
+	u64 queued = 0;
+	size_t n = 0;
+	int sig;
+
+	list_for_each_entry(q, &p->list, list) {
+		if (buf && n < cap) {
+			memset(buf + n * 128, 0, 128);
+			memcpy(buf + n * 128, &q->info, min_t(size_t, sizeof(q->info), 128));
+		}
+		n++;
+		if (q->info.si_signo >= 1 && q->info.si_signo <= 64)
+			queued |= 1ULL << (q->info.si_signo - 1);
+	}
+	for (sig = 1; sig <= 64 && sig <= _NSIG; sig++) {
+		if (!sigismember(&p->signal, sig) || (queued & (1ULL << (sig - 1))))
+			continue;
+		if (buf && n < cap) {
+			kernel_siginfo_t *i = (kernel_siginfo_t *)(buf + n * 128);
+
+			memset(buf + n * 128, 0, 128);
+			i->si_signo = sig;
+			i->si_code = SI_USER;
+		}
+		n++;
+	}
+	return n;
+}
+
+/* Pending signals of thread @tid (as in its captured state), or of the process when
+ * @tid is 0, into @buf (@cap slots of 128 bytes; NULL to count). -EAGAIN when more
+ * than @cap are pending now. */
+long stasis_job_siginfo(struct stasis_job *job, s32 tid, u8 *buf, size_t cap)
+{
+	struct stasis_freeze *fz = job->fz;
+	struct stasis_thread *t, *found = NULL;
+	long n;
+
+	if (tid != 0) {
+		list_for_each_entry(t, &fz->threads, node)
+			if (READ_ONCE(t->state) == ST_PARKED && t->ks.tid == tid)
+				found = t;
+		if (!found)
+			return -ESRCH;
+	}
+	spin_lock_irq(&current->sighand->siglock);
+	if (found)
+		n = stasis_fill_pending(&found->task->pending, buf, cap);
+	else
+		n = stasis_fill_pending(&current->signal->shared_pending, buf, cap);
+	spin_unlock_irq(&current->sighand->siglock);
+	if (buf && n > cap)
+		return -EAGAIN;
+	return n;
+}
+
 static u64 stasis_cap64(kernel_cap_t c)
 {
 	return (u64)c.cap[0] | ((u64)c.cap[1] << 32);

@@ -41,6 +41,7 @@ extern "C" {
     fn stasis_job_vmas(job: *mut c_void) -> i64;
     fn stasis_job_vma(job: *mut c_void, idx: u32, out: *mut KVma, size: usize, buf: *mut u8, len: usize) -> i64;
     fn stasis_job_read_page(job: *mut c_void, addr: u64, buf: *mut u8, mode: u32) -> i64;
+    fn stasis_job_siginfo(job: *mut c_void, tid: i32, buf: *mut u8, cap: usize) -> i64;
     fn stasis_job_set_stats(job: *mut c_void, bytes: u64, pages: u64, threads: u64, vmas: u64);
 }
 
@@ -251,6 +252,33 @@ fn check(job: *mut c_void) -> Result<(), i64> {
     }
 }
 
+const SIGINFO: usize = 128;
+const EAGAIN: i64 = 11;
+
+/// The pending signals of thread `tid` (0: the process) as raw 128-byte siginfo_t.
+fn pending_infos(job: *mut c_void, tid: i32) -> Result<Vec<u8>, i64> {
+    for _ in 0..4 {
+        // SAFETY: counting call (NULL buffer).
+        let n = unsafe { stasis_job_siginfo(job, tid, core::ptr::null_mut(), 0) };
+        if n < 0 {
+            return Err(n);
+        }
+        let cap = (n as usize).saturating_add(4);
+        let mut v = try_bytes(cap.checked_mul(SIGINFO).ok_or(-ENOMEM)?)?;
+        // SAFETY: v holds cap slots.
+        let r = unsafe { stasis_job_siginfo(job, tid, v.as_mut_ptr(), cap) };
+        if r == -EAGAIN {
+            continue;
+        }
+        if r < 0 {
+            return Err(r);
+        }
+        v.truncate((r as usize).min(cap).saturating_mul(SIGINFO));
+        return Ok(v);
+    }
+    Err(-EAGAIN)
+}
+
 fn all_zero(p: &[u8]) -> bool {
     // SAFETY: any bytes are valid u64s.
     let (a, words, b) = unsafe { p.align_to::<u64>() };
@@ -296,9 +324,6 @@ fn write_image(job: *mut c_void, stats: &mut Stats) -> Result<(), i64> {
     if kp.unsupported & UNSUP_ITIMER_CPU != 0 {
         return Err(unsupported("ITIMER_VIRTUAL/ITIMER_PROF are not written yet"));
     }
-    if kp.shared_pending != 0 {
-        return Err(unsupported("process-wide pending signals are not written yet"));
-    }
     if kp.page_size as usize != PAGE {
         return Err(-EINVAL);
     }
@@ -314,9 +339,6 @@ fn write_image(job: *mut c_void, stats: &mut Stats) -> Result<(), i64> {
     }
     if !threads.iter().any(|t| t.ks.leader != 0) {
         return Err(unsupported("the main thread has exited"));
-    }
-    if threads.iter().any(|t| t.ks.pending != 0) {
-        return Err(unsupported("thread-private pending signals are not written yet"));
     }
 
     let mut pathbuf = try_bytes(PATH_MAX)?;
@@ -466,6 +488,7 @@ fn write_image(job: *mut c_void, stats: &mut Stats) -> Result<(), i64> {
             comm: ks.comm,
         };
         w.record(kind::THREAD, &rec, &[]).map_err(werr)?;
+        let pending = pending_infos(job, ks.tid)?;
         let x = xstate_of(ks);
         if !x.is_empty() {
             let xs = XstateRec {
@@ -476,9 +499,14 @@ fn write_image(job: *mut c_void, stats: &mut Stats) -> Result<(), i64> {
             };
             w.record(kind::XSTATE, &xs, &[x]).map_err(werr)?;
         }
+        if !pending.is_empty() {
+            let sp = SigpendingRec { tid: ks.tid as u32, count: (pending.len() / SIGINFO) as u32 };
+            w.record(kind::SIGPENDING, &sp, &[&pending]).map_err(werr)?;
+        }
     }
-    let sp = SigpendingRec { tid: 0, count: 0 };
-    w.record(kind::SIGPENDING, &sp, &[]).map_err(werr)?;
+    let shared = pending_infos(job, 0)?;
+    let sp = SigpendingRec { tid: 0, count: (shared.len() / SIGINFO) as u32 };
+    w.record(kind::SIGPENDING, &sp, &[&shared]).map_err(werr)?;
 
     for (k, p) in &vmas {
         let rec = VmaRec {
