@@ -44,6 +44,7 @@ impl Tracer {
                 }
             })?;
             let mut new = false;
+            let mut gone: Vec<i32> = Vec::new();
             for &tid in &tids {
                 if t.has(tid) {
                     continue;
@@ -58,7 +59,7 @@ impl Tracer {
                             }
                         }
                     }
-                    Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {} // exited meanwhile
+                    Err(e) if e.raw_os_error() == Some(libc::ESRCH) => gone.push(tid), // exiting
                     Err(e) if e.raw_os_error() == Some(libc::EPERM) && traced_by(pid, tid, me) => {
                         // Auto-attached through PTRACE_O_TRACECLONE: its first
                         // stop (PTRACE_EVENT_STOP) is on its way.
@@ -89,7 +90,8 @@ impl Tracer {
             if !new {
                 let mut now: Vec<i32> = t.threads.iter().map(|x| x.tid).collect();
                 now.sort_unstable();
-                if now == tids {
+                let listed: Vec<i32> = tids.iter().copied().filter(|t| !gone.contains(t)).collect();
+                if now == listed {
                     return Ok(t);
                 }
             }
