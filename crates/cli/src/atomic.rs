@@ -27,7 +27,10 @@ static SIGNALLED: AtomicI32 = AtomicI32::new(0);
 const SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 
 extern "C" fn on_signal(sig: libc::c_int) {
-    if SIGNALLED.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+    if SIGNALLED
+        .compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst)
+        .is_ok()
+    {
         return;
     }
     let p = PENDING.swap(std::ptr::null_mut(), Ordering::SeqCst);
@@ -64,7 +67,10 @@ fn arm(path: Option<&Path>) {
         PENDING.store(c.into_raw(), Ordering::SeqCst);
     }
     for sig in SIGNALS {
-        let prev = set_handler(sig, on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t);
+        let prev = set_handler(
+            sig,
+            on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        );
         if prev == libc::SIG_IGN {
             // Respect an inherited "ignore" (nohup).
             set_handler(sig, libc::SIG_IGN);
@@ -138,16 +144,28 @@ impl TempImage {
             .open(&tmp)
             .with_context(|| format!("cannot create {}", tmp.display()))?;
         arm(Some(&tmp));
-        Ok((TempImage { tmp, dest: dest.to_path_buf(), done: false }, file))
+        Ok((
+            TempImage {
+                tmp,
+                dest: dest.to_path_buf(),
+                done: false,
+            },
+            file,
+        ))
     }
 
     /// Make the image durable under its final name: fsync the file, rename
     /// it over the destination, fsync the directory.
     pub fn commit(mut self, file: File) -> Result<()> {
-        file.sync_all().with_context(|| format!("cannot fsync {}", self.tmp.display()))?;
+        file.sync_all()
+            .with_context(|| format!("cannot fsync {}", self.tmp.display()))?;
         drop(file);
         std::fs::rename(&self.tmp, &self.dest).with_context(|| {
-            format!("cannot rename {} to {}", self.tmp.display(), self.dest.display())
+            format!(
+                "cannot rename {} to {}",
+                self.tmp.display(),
+                self.dest.display()
+            )
         })?;
         self.done = true;
         disarm();

@@ -74,7 +74,10 @@ fn check_target(pid: i32) -> Result<(), CliError> {
             if fields.first() == Some(&"Z") {
                 return Err(CliError::Zombie(pid));
             }
-            let flags = fields.get(6).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+            let flags = fields
+                .get(6)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0);
             if flags & PF_KTHREAD != 0 {
                 return Err(CliError::BadTarget(pid));
             }
@@ -146,12 +149,21 @@ fn write_image(
     temp: Option<TempImage>,
     bar: &Bar,
 ) -> Result<(Frozen, CheckpointStats, u64, Duration)> {
-    let out = BufWriter::with_capacity(BUF_SIZE, Counting { inner: file, bytes: 0 });
+    let out = BufWriter::with_capacity(
+        BUF_SIZE,
+        Counting {
+            inner: file,
+            bytes: 0,
+        },
+    );
     let (frozen, out, stats) = match engine {
         Engine::User => stasis_user::checkpoint(pid, out, Some(bar)),
     }?;
     let written = Instant::now();
-    let counting = out.into_inner().map_err(|e| e.into_error()).context("cannot write the image")?;
+    let counting = out
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .context("cannot write the image")?;
     if let Some(sig) = atomic::interrupted() {
         return Err(CliError::Interrupted(sig).into());
     }

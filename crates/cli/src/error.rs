@@ -78,22 +78,34 @@ impl CliError {
 
     fn hint(&self) -> Option<&'static str> {
         match self {
-            CliError::NoSuchProcess(_) => Some("check the PID with `ps -p PID`; the process may have exited"),
+            CliError::NoSuchProcess(_) => {
+                Some("check the PID with `ps -p PID`; the process may have exited")
+            }
             CliError::NotPermitted(_) => Some(
                 "run stasis as the process's user or as root \
                  (ptrace may also be restricted by /proc/sys/kernel/yama/ptrace_scope)",
             ),
-            CliError::BadTarget(_) => Some("give the PID of a user process (kernel threads and PID 0 cannot be checkpointed)"),
-            CliError::ThreadNotProcess { .. } => Some("give the process ID (the thread group leader); all its threads are checkpointed"),
+            CliError::BadTarget(_) => Some(
+                "give the PID of a user process (kernel threads and PID 0 cannot be checkpointed)",
+            ),
+            CliError::ThreadNotProcess { .. } => Some(
+                "give the process ID (the thread group leader); all its threads are checkpointed",
+            ),
             CliError::Zombie(_) | CliError::SelfTarget(_) => None,
             CliError::KernelModuleMissing => {
                 Some("load it with `modprobe stasis` (or `insmod stasis.ko`), or use --engine user")
             }
             CliError::KernelClientMissing => Some("use --engine user"),
             CliError::Interrupted(_) => None,
-            CliError::OutputIsDirectory(_) => Some("give the path of the image file to write, e.g. -o DIR/NAME.img"),
-            CliError::StdoutIsTerminal => Some("redirect standard output to a file or a pipe, or give -o IMAGE"),
-            CliError::StdinIsTerminal => Some("pipe the image into standard input, or give its path"),
+            CliError::OutputIsDirectory(_) => {
+                Some("give the path of the image file to write, e.g. -o DIR/NAME.img")
+            }
+            CliError::StdoutIsTerminal => {
+                Some("redirect standard output to a file or a pipe, or give -o IMAGE")
+            }
+            CliError::StdinIsTerminal => {
+                Some("pipe the image into standard input, or give its path")
+            }
         }
     }
 }
@@ -106,7 +118,10 @@ fn dump_code(e: &DumpError) -> Code {
         // Seizing failed: not permitted (credentials, Yama, another tracer)
         // or the thread is gone.
         DumpError::Attach { source, .. }
-            if matches!(source.raw_os_error(), Some(libc::EPERM | libc::EACCES | libc::ESRCH)) =>
+            if matches!(
+                source.raw_os_error(),
+                Some(libc::EPERM | libc::EACCES | libc::ESRCH)
+            ) =>
         {
             Code::Target
         }
@@ -154,7 +169,10 @@ pub fn classify(err: &anyhow::Error) -> Code {
     if let Some(e) = err.chain().find_map(|c| c.downcast_ref::<CliError>()) {
         return e.code();
     }
-    if err.chain().any(|c| c.downcast_ref::<ImageError>().is_some()) {
+    if err
+        .chain()
+        .any(|c| c.downcast_ref::<ImageError>().is_some())
+    {
         return Code::BadImage;
     }
     for cause in err.chain() {
@@ -170,10 +188,11 @@ pub fn classify(err: &anyhow::Error) -> Code {
 
 /// The signal that interrupted the operation, if that is why it failed.
 pub fn interrupted_by(err: &anyhow::Error) -> Option<i32> {
-    err.chain().find_map(|c| match c.downcast_ref::<CliError>() {
-        Some(CliError::Interrupted(sig)) => Some(*sig),
-        _ => None,
-    })
+    err.chain()
+        .find_map(|c| match c.downcast_ref::<CliError>() {
+            Some(CliError::Interrupted(sig)) => Some(*sig),
+            _ => None,
+        })
 }
 
 /// One hint line, when one is useful.

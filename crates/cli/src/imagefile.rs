@@ -27,7 +27,9 @@ impl Deref for ImageBytes {
         match self {
             // SAFETY: ptr/len describe a live PROT_READ mapping owned by self,
             // unmapped only in Drop.
-            ImageBytes::Mapped { ptr, len } => unsafe { std::slice::from_raw_parts(ptr.as_ptr(), *len) },
+            ImageBytes::Mapped { ptr, len } => unsafe {
+                std::slice::from_raw_parts(ptr.as_ptr(), *len)
+            },
             ImageBytes::Owned(v) => v,
         }
     }
@@ -64,25 +66,38 @@ pub fn load(path: &Path) -> Result<ImageBytes> {
             return Err(CliError::StdinIsTerminal.into());
         }
         let mut buf = Vec::new();
-        stdin.read_to_end(&mut buf).context("cannot read the image from standard input")?;
+        stdin
+            .read_to_end(&mut buf)
+            .context("cannot read the image from standard input")?;
         return Ok(ImageBytes::Owned(buf));
     }
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let meta = file.metadata().with_context(|| format!("cannot stat {}", path.display()))?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("cannot stat {}", path.display()))?;
     if meta.is_dir() {
         anyhow::bail!("{} is a directory, not an image", path.display());
     }
     let len = usize::try_from(meta.len()).context("image too large for this address space")?;
     if !meta.is_file() || len == 0 {
         let mut buf = Vec::new();
-        (&file).read_to_end(&mut buf).with_context(|| format!("cannot read {}", path.display()))?;
+        (&file)
+            .read_to_end(&mut buf)
+            .with_context(|| format!("cannot read {}", path.display()))?;
         return Ok(ImageBytes::Owned(buf));
     }
     // SAFETY: a fresh private read-only mapping of a file we hold open; the
     // kernel picks the address. (A file truncated under us would raise
     // SIGBUS, as with any mapped reader.)
     let p = unsafe {
-        libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_PRIVATE, file.as_raw_fd(), 0)
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE,
+            file.as_raw_fd(),
+            0,
+        )
     };
     if p == libc::MAP_FAILED {
         let e = std::io::Error::last_os_error();
@@ -107,7 +122,8 @@ fn location(bytes: &[u8], err: &ImageError) -> Option<String> {
         | ImageError::BadPageSize { .. }
         | ImageError::BadHeaderField { .. } => Some("file header at offset 0x0".to_string()),
         ImageError::Truncated { offset, .. } if *offset >= u64::from(HEADER_LEN) => {
-            record_at(bytes, *offset).map(|(index, kind)| format!("record {index} ({})", kind_name(kind)))
+            record_at(bytes, *offset)
+                .map(|(index, kind)| format!("record {index} ({})", kind_name(kind)))
         }
         _ => None,
     }

@@ -70,10 +70,26 @@ pub fn vma_kind(k: u32) -> String {
 
 /// `rwxp` / `rw-s` as in /proc/PID/maps.
 pub fn prot(prot: u32, flags: u32) -> String {
-    let r = if prot & libc::PROT_READ as u32 != 0 { 'r' } else { '-' };
-    let w = if prot & libc::PROT_WRITE as u32 != 0 { 'w' } else { '-' };
-    let x = if prot & libc::PROT_EXEC as u32 != 0 { 'x' } else { '-' };
-    let s = if flags & vma_flags::SHARED != 0 { 's' } else { 'p' };
+    let r = if prot & libc::PROT_READ as u32 != 0 {
+        'r'
+    } else {
+        '-'
+    };
+    let w = if prot & libc::PROT_WRITE as u32 != 0 {
+        'w'
+    } else {
+        '-'
+    };
+    let x = if prot & libc::PROT_EXEC as u32 != 0 {
+        'x'
+    } else {
+        '-'
+    };
+    let s = if flags & vma_flags::SHARED != 0 {
+        's'
+    } else {
+        'p'
+    };
     [r, w, x, s].iter().collect()
 }
 
@@ -186,10 +202,37 @@ pub fn syscall(nr: u64) -> Option<&'static str> {
 }
 
 const SIGNALS: [&str; 31] = [
-    "SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE", "SIGKILL",
-    "SIGUSR1", "SIGSEGV", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM", "SIGSTKFLT", "SIGCHLD",
-    "SIGCONT", "SIGSTOP", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGURG", "SIGXCPU", "SIGXFSZ",
-    "SIGVTALRM", "SIGPROF", "SIGWINCH", "SIGIO", "SIGPWR", "SIGSYS",
+    "SIGHUP",
+    "SIGINT",
+    "SIGQUIT",
+    "SIGILL",
+    "SIGTRAP",
+    "SIGABRT",
+    "SIGBUS",
+    "SIGFPE",
+    "SIGKILL",
+    "SIGUSR1",
+    "SIGSEGV",
+    "SIGUSR2",
+    "SIGPIPE",
+    "SIGALRM",
+    "SIGTERM",
+    "SIGSTKFLT",
+    "SIGCHLD",
+    "SIGCONT",
+    "SIGSTOP",
+    "SIGTSTP",
+    "SIGTTIN",
+    "SIGTTOU",
+    "SIGURG",
+    "SIGXCPU",
+    "SIGXFSZ",
+    "SIGVTALRM",
+    "SIGPROF",
+    "SIGWINCH",
+    "SIGIO",
+    "SIGPWR",
+    "SIGSYS",
 ];
 
 /// Signal name for 1..=64 (`SIGRTMIN+n` for real-time signals).
@@ -206,7 +249,10 @@ pub fn signal(sig: u32) -> String {
 
 /// Signals in a mask (bit n-1 = signal n).
 pub fn sigset(mask: u64) -> Vec<String> {
-    (1..=64u32).filter(|s| mask & (1u64 << (s - 1)) != 0).map(signal).collect()
+    (1..=64u32)
+        .filter(|s| mask & (1u64 << (s - 1)) != 0)
+        .map(signal)
+        .collect()
 }
 
 /// SA_* flags of a sigaction.
@@ -241,7 +287,18 @@ mod tests {
 
     #[test]
     fn names() {
-        assert_eq!(xfeatures(0x2e7), ["x87", "sse", "avx", "avx512_opmask", "avx512_zmm_hi256", "avx512_hi16_zmm", "pkru"]);
+        assert_eq!(
+            xfeatures(0x2e7),
+            [
+                "x87",
+                "sse",
+                "avx",
+                "avx512_opmask",
+                "avx512_zmm_hi256",
+                "avx512_hi16_zmm",
+                "pkru"
+            ]
+        );
         assert_eq!(xfeatures(1 << 40), ["bit40"]);
         assert_eq!(prot(3, vma_flags::SHARED), "rw-s");
         assert_eq!(prot(5, 0), "r-xp");
@@ -251,7 +308,10 @@ mod tests {
         assert_eq!(signal(34), "SIGRTMIN");
         assert_eq!(signal(64), "SIGRTMIN+30");
         assert_eq!(sigset(1 << 9 | 1 << 14), ["SIGUSR1", "SIGTERM"]);
-        assert_eq!(open_flags((libc::O_WRONLY | libc::O_APPEND) as u32, 1), "O_WRONLY|O_APPEND|O_CLOEXEC");
+        assert_eq!(
+            open_flags((libc::O_WRONLY | libc::O_APPEND) as u32, 1),
+            "O_WRONLY|O_APPEND|O_CLOEXEC"
+        );
         assert_eq!(open_flags(libc::O_RDONLY as u32 | 0o100000, 0), "O_RDONLY");
     }
 }

@@ -18,7 +18,11 @@ pub struct Bar {
 impl Bar {
     /// `verb` is shown before the bar ("checkpoint", "restart").
     pub fn new(verb: &'static str, quiet: bool) -> Bar {
-        Bar { bar: ProgressBar::hidden(), enabled: !quiet && std::io::stderr().is_terminal(), verb }
+        Bar {
+            bar: ProgressBar::hidden(),
+            enabled: !quiet && std::io::stderr().is_terminal(),
+            verb,
+        }
     }
 
     /// Remove the bar from the terminal (before printing a summary or an error).
@@ -48,7 +52,11 @@ impl stasis_user::Progress for Bar {
         // Done: clear it now, not when the engine returns (a waited-for
         // restart returns only when the restored process exits, and that
         // process may be using this terminal).
-        if self.bar.length().is_some_and(|len| self.bar.position() >= len) {
+        if self
+            .bar
+            .length()
+            .is_some_and(|len| self.bar.position() >= len)
+        {
             self.bar.finish_and_clear();
         }
     }

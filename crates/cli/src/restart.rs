@@ -28,10 +28,15 @@ fn stdin_to_memfd() -> Result<(File, PathBuf)> {
     }
     // SAFETY: fd is a fresh descriptor that nothing else owns.
     let mut file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-    std::io::copy(&mut stdin.lock(), &mut file).context("cannot read the image from standard input")?;
+    std::io::copy(&mut stdin.lock(), &mut file)
+        .context("cannot read the image from standard input")?;
     file.flush().context("cannot buffer the image")?;
     // Our PID rather than "self", so the path also works from a child.
-    let path = PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), file.as_raw_fd()));
+    let path = PathBuf::from(format!(
+        "/proc/{}/fd/{}",
+        std::process::id(),
+        file.as_raw_fd()
+    ));
     Ok((file, path))
 }
 
@@ -47,7 +52,11 @@ pub fn run(args: &RestartArgs, quiet: bool) -> Result<u8> {
     let name = crate::imagefile::display_name(&args.image);
     crate::imagefile::check_header(&name, &path)?;
     let bar = Bar::new("restart", quiet);
-    let opts = RestartOpts { detach: args.detach, pidns: args.pidns, progress: Some(&bar) };
+    let opts = RestartOpts {
+        detach: args.detach,
+        pidns: args.pidns,
+        progress: Some(&bar),
+    };
     let outcome = match engine {
         Engine::User => stasis_user::restart(&path, &opts),
     }
@@ -58,11 +67,19 @@ pub fn run(args: &RestartArgs, quiet: bool) -> Result<u8> {
             println!("{pid}");
             0
         }
-        RestartOutcome::Exited { code: Some(code), .. } => (code & 0xff) as u8,
-        RestartOutcome::Exited { signal: Some(sig), .. } => (128 + (sig & 0x7f)) as u8,
+        RestartOutcome::Exited {
+            code: Some(code), ..
+        } => (code & 0xff) as u8,
+        RestartOutcome::Exited {
+            signal: Some(sig), ..
+        } => (128 + (sig & 0x7f)) as u8,
         // Neither an exit code nor a signal: the process ran, but the
         // engine could not tell how it ended.
-        RestartOutcome::Exited { pid, code: None, signal: None } => {
+        RestartOutcome::Exited {
+            pid,
+            code: None,
+            signal: None,
+        } => {
             crate::error::report(&anyhow::anyhow!(
                 "restored process {pid} ended, but the engine did not report its exit status"
             ));

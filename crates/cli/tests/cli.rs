@@ -9,8 +9,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use stasis_image::Image;
 use stasis_image::records::kind;
+use stasis_image::Image;
 
 fn stasis() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_stasis"));
@@ -39,7 +39,10 @@ fn run_within(secs: u64, args: &[&str]) -> Output {
             // SAFETY: pid is our child, not yet reaped (the waiter still waits).
             unsafe { libc::kill(pid, libc::SIGKILL) };
             let out = rx.recv().expect("waiter").expect("wait for stasis");
-            panic!("stasis {args:?} did not finish within {secs} s; stderr: {}", stderr(&out));
+            panic!(
+                "stasis {args:?} did not finish within {secs} s; stderr: {}",
+                stderr(&out)
+            );
         }
     }
 }
@@ -111,12 +114,21 @@ fn inspect_shows_threads_vmas_fds() {
     ] {
         assert!(out.contains(want), "inspect output lacks {want:?}:\n{out}");
     }
-    assert!(out.contains(&format!("image {}", human(bytes.len() as u64))), "{out}");
+    assert!(
+        out.contains(&format!("image {}", human(bytes.len() as u64))),
+        "{out}"
+    );
     // Rows of a table line up: the VMA lines all have the same width up to PATH.
-    let is_vma_row = |l: &&str| l.len() > 30 && l.as_bytes()[14] == b'-' && l[2..14].chars().all(|c| c.is_ascii_hexdigit());
+    let is_vma_row = |l: &&str| {
+        l.len() > 30 && l.as_bytes()[14] == b'-' && l[2..14].chars().all(|c| c.is_ascii_hexdigit())
+    };
     let vma_rows: Vec<&str> = out.lines().filter(is_vma_row).collect();
     assert_eq!(vma_rows.len(), 6, "{out}");
-    let col = |l: &str| l.find(" rw").or_else(|| l.find(" r-")).expect("prot column");
+    let col = |l: &str| {
+        l.find(" rw")
+            .or_else(|| l.find(" r-"))
+            .expect("prot column")
+    };
     assert!(vma_rows.iter().all(|l| col(l) == col(vma_rows[0])), "{out}");
 }
 
@@ -229,7 +241,10 @@ fn verify_ok() {
     let nr = Image::parse(&bytes).expect("parse").records().len();
     let o = run(&["verify", p(&path)]);
     assert_eq!(code(&o), 0, "stderr: {}", stderr(&o));
-    assert_eq!(stdout(&o), format!("{}: ok ({nr} records, 0.1 MiB of pages)\n", p(&path)));
+    assert_eq!(
+        stdout(&o),
+        format!("{}: ok ({nr} records, 0.1 MiB of pages)\n", p(&path))
+    );
     assert_eq!(stderr(&o), "");
 }
 
@@ -244,7 +259,10 @@ fn verify_damaged(bytes: &[u8]) -> String {
     assert_eq!(stdout(&o), "");
     let lines: Vec<&str> = err.lines().collect();
     assert_eq!(lines.len(), 1, "one line: {err}");
-    assert!(lines[0].starts_with(&format!("stasis: error: {}: ", p(&path))), "{err}");
+    assert!(
+        lines[0].starts_with(&format!("stasis: error: {}: ", p(&path))),
+        "{err}"
+    );
     err
 }
 
@@ -258,22 +276,41 @@ fn flip(bytes: &[u8], at: u64) -> Vec<u8> {
 fn verify_truncated() {
     let (_d, _, bytes) = sample();
     let img = Image::parse(&bytes).expect("parse");
-    let pages = img.records().iter().find(|r| r.kind == kind::PAGES).expect("a PAGES record");
+    let pages = img
+        .records()
+        .iter()
+        .find(|r| r.kind == kind::PAGES)
+        .expect("a PAGES record");
     // Cut inside a PAGES record's data.
     let cut = pages.offset as usize + 5000;
     let err = verify_damaged(&bytes[..cut]);
-    assert!(err.contains(&format!("record {} (PAGES)", pages.index)), "{err}");
-    assert!(err.contains(&format!("truncated at offset {:#x}", pages.offset)), "{err}");
+    assert!(
+        err.contains(&format!("record {} (PAGES)", pages.index)),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("truncated at offset {:#x}", pages.offset)),
+        "{err}"
+    );
     // Cut at a record boundary: no END.
     let last = img.records().last().expect("END");
     let err = verify_damaged(&bytes[..last.offset as usize]);
-    assert!(err.contains(&format!("no END record: image ends at offset {:#x}", last.offset)), "{err}");
+    assert!(
+        err.contains(&format!(
+            "no END record: image ends at offset {:#x}",
+            last.offset
+        )),
+        "{err}"
+    );
     // Cut inside the header.
     let err = verify_damaged(&bytes[..100]);
     assert!(err.contains("truncated at offset 0x0"), "{err}");
     // Cut a few bytes from the end.
     let err = verify_damaged(&bytes[..bytes.len() - 3]);
-    assert!(err.contains(&format!("record {} (END)", last.index)), "{err}");
+    assert!(
+        err.contains(&format!("record {} (END)", last.index)),
+        "{err}"
+    );
     assert!(err.contains(&format!("offset {:#x}", last.offset)), "{err}");
 }
 
@@ -282,10 +319,16 @@ fn verify_flipped_header_byte() {
     let (_d, _, bytes) = sample();
     // In kernel_release.
     let err = verify_damaged(&flip(&bytes, 60));
-    assert!(err.contains("file header at offset 0x0: header checksum mismatch"), "{err}");
+    assert!(
+        err.contains("file header at offset 0x0: header checksum mismatch"),
+        "{err}"
+    );
     // In the magic.
     let err = verify_damaged(&flip(&bytes, 2));
-    assert!(err.contains("file header at offset 0x0: not a stasis image"), "{err}");
+    assert!(
+        err.contains("file header at offset 0x0: not a stasis image"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -296,7 +339,10 @@ fn verify_flipped_record_header_byte() {
     // The length field of record 3's header.
     let err = verify_damaged(&flip(&bytes, r.offset + 9));
     assert!(
-        err.contains(&format!("record 3 at offset {:#x}: record header checksum mismatch", r.offset)),
+        err.contains(&format!(
+            "record 3 at offset {:#x}: record header checksum mismatch",
+            r.offset
+        )),
         "{err}"
     );
 }
@@ -305,13 +351,20 @@ fn verify_flipped_record_header_byte() {
 fn verify_flipped_page_byte() {
     let (_d, _, bytes) = sample();
     let img = Image::parse(&bytes).expect("parse");
-    let pages: Vec<_> = img.records().iter().filter(|r| r.kind == kind::PAGES).collect();
+    let pages: Vec<_> = img
+        .records()
+        .iter()
+        .filter(|r| r.kind == kind::PAGES)
+        .collect();
     let r = pages[2];
     // A byte in the middle of the page data (the payload ends with the data).
     let at = r.offset + 24 + r.payload.len() as u64 - 3000;
     let err = verify_damaged(&flip(&bytes, at));
     assert!(
-        err.contains(&format!("record {} (PAGES) at offset {:#x}: payload checksum mismatch", r.index, r.offset)),
+        err.contains(&format!(
+            "record {} (PAGES) at offset {:#x}: payload checksum mismatch",
+            r.index, r.offset
+        )),
         "{err}"
     );
 }
@@ -327,7 +380,11 @@ fn verify_and_inspect_refuse_non_images() {
     }
     let o = run(&["inspect", "/nonexistent/x.img"]);
     assert_eq!(code(&o), 1, "{}", stderr(&o));
-    assert!(stderr(&o).contains("cannot open /nonexistent/x.img"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cannot open /nonexistent/x.img"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// A PID that does not exist: one of our children, reaped.
@@ -345,7 +402,11 @@ fn checkpoint_nonexistent_pid() {
     let pid = dead_pid();
     let o = run(&["checkpoint", &pid.to_string(), "-o", p(&img)]);
     assert_eq!(code(&o), 5, "{}", stderr(&o));
-    assert!(stderr(&o).starts_with(&format!("stasis: error: no process with PID {pid}\nhint: ")), "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with(&format!("stasis: error: no process with PID {pid}\nhint: ")),
+        "{}",
+        stderr(&o)
+    );
     assert!(!img.exists());
     assert_eq!(fs::read_dir(dir.path()).expect("readdir").count(), 0);
 }
@@ -369,7 +430,14 @@ fn kernel_engine_unavailable() {
     let mut sleeper = Command::new("sleep").arg("60").spawn().expect("sleep");
     let dir = tempfile::tempdir().expect("tempdir");
     let img = dir.path().join("x.img");
-    let o = run(&["checkpoint", &sleeper.id().to_string(), "-o", p(&img), "--engine", "kernel"]);
+    let o = run(&[
+        "checkpoint",
+        &sleeper.id().to_string(),
+        "-o",
+        p(&img),
+        "--engine",
+        "kernel",
+    ]);
     sleeper.kill().ok();
     sleeper.wait().ok();
     assert_eq!(code(&o), 4, "{}", stderr(&o));
@@ -412,15 +480,27 @@ fn restart_from_stdin() {
         .output()
         .expect("run");
     assert_eq!(code(&o), 125, "{}", stderr(&o));
-    assert!(stderr(&o).starts_with("stasis: error: restart from <stdin> failed: "), "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with("stasis: error: restart from <stdin> failed: "),
+        "{}",
+        stderr(&o)
+    );
     // The header check reads the copy of stdin.
     let o = stasis()
         .args(["restart", "--detach", "-"])
-        .stdin(fs::File::open("/etc/hostname").or_else(|_| fs::File::open("/etc/passwd")).expect("open"))
+        .stdin(
+            fs::File::open("/etc/hostname")
+                .or_else(|_| fs::File::open("/etc/passwd"))
+                .expect("open"),
+        )
         .output()
         .expect("run");
     assert_eq!(code(&o), 3, "{}", stderr(&o));
-    assert!(stderr(&o).contains("<stdin>: file header at offset 0x0: not a stasis image"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("<stdin>: file header at offset 0x0: not a stasis image"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 fn state_of(pid: u32) -> Option<char> {
@@ -440,11 +520,20 @@ fn failed_checkpoint_keeps_old_image() {
     fs::write(&img, &old).expect("write old image");
     let mut target = Command::new("sleep").arg("60").spawn().expect("sleep");
     let mut cmd = stasis();
-    cmd.args(["checkpoint", &target.id().to_string(), "-o", p(&img), "--kill"]);
+    cmd.args([
+        "checkpoint",
+        &target.id().to_string(),
+        "-o",
+        p(&img),
+        "--kill",
+    ]);
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
-            let lim = libc::rlimit { rlim_cur: 4096, rlim_max: 4096 };
+            let lim = libc::rlimit {
+                rlim_cur: 4096,
+                rlim_max: 4096,
+            };
             libc::setrlimit(libc::RLIMIT_FSIZE, &lim);
             libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
             Ok(())
@@ -455,11 +544,21 @@ fn failed_checkpoint_keeps_old_image() {
     target.kill().ok();
     target.wait().ok();
     assert_ne!(code(&o), 0, "{}", stderr(&o));
-    assert!(stderr(&o).starts_with("stasis: error: checkpoint of PID"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with("stasis: error: checkpoint of PID"),
+        "{}",
+        stderr(&o)
+    );
     assert_eq!(fs::read(&img).expect("old image"), old, "old image changed");
-    let names: Vec<_> = fs::read_dir(dir.path()).expect("readdir").map(|e| e.expect("entry").file_name()).collect();
+    let names: Vec<_> = fs::read_dir(dir.path())
+        .expect("readdir")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
     assert_eq!(names, ["x.img"], "leftovers: {names:?}");
-    assert!(matches!(alive, Some('S') | Some('R')), "target state {alive:?}");
+    assert!(
+        matches!(alive, Some('S') | Some('R')),
+        "target state {alive:?}"
+    );
 }
 
 /// Checkpoint the `counters` workload, kill it, restart it from the image,
@@ -482,14 +581,26 @@ fn counters_round_trip() {
     fs::write(&piped, &o.stdout).expect("write piped image");
     let o = run(&["verify", p(&piped)]);
     assert_eq!(code(&o), 0, "verify piped image: {}", stderr(&o));
-    assert!(stasis_workloads::pid_alive(pid), "--leave-running is the default");
+    assert!(
+        stasis_workloads::pid_alive(pid),
+        "--leave-running is the default"
+    );
 
     // Into a file, leaving it stopped (--kill has its own test below).
-    let o = run_within(60, &["checkpoint", &pid.to_string(), "-o", p(&img), "--stop"]);
+    let o = run_within(
+        60,
+        &["checkpoint", &pid.to_string(), "-o", p(&img), "--stop"],
+    );
     assert_eq!(code(&o), 0, "checkpoint failed: {}", stderr(&o));
     let summary = stderr(&o);
-    assert!(summary.starts_with(&format!("checkpointed {pid}: 9 threads, ")), "{summary}");
-    assert!(summary.contains(" MiB of pages, image ") && summary.trim_end().ends_with(" ms"), "{summary}");
+    assert!(
+        summary.starts_with(&format!("checkpointed {pid}: 9 threads, ")),
+        "{summary}"
+    );
+    assert!(
+        summary.contains(" MiB of pages, image ") && summary.trim_end().ends_with(" ms"),
+        "{summary}"
+    );
     // SIGSTOP takes effect asynchronously after the engine lets go.
     let t0 = std::time::Instant::now();
     while state_of(pid) != Some('T') && t0.elapsed() < Duration::from_secs(5) {
@@ -514,7 +625,10 @@ fn counters_round_trip() {
     let verdict = match restart.try_wait().expect("try_wait") {
         Some(st) => panic!("stasis restart exited early with {st}"),
         None => {
-            assert!(stasis_workloads::pid_alive(pid), "the restored process runs under its PID");
+            assert!(
+                stasis_workloads::pid_alive(pid),
+                "the restored process runs under its PID"
+            );
             request_stop(&wl.paths().stop).expect("stop");
             wait_verdict(&wl.paths().verdict, Duration::from_secs(30))
         }
@@ -532,12 +646,20 @@ fn counters_round_trip() {
     assert_eq!(status.code(), Some(0), "stasis restart status");
 
     // Again from the same image, detached: stasis prints the PID and exits 0.
-    stasis_workloads::wait_pid_gone(pid, Duration::from_secs(10)).expect("first restored process gone");
+    stasis_workloads::wait_pid_gone(pid, Duration::from_secs(10))
+        .expect("first restored process gone");
     wl.paths().clean().expect("clean verdict and stop files");
     let o = run_within(60, &["restart", "--detach", p(&img)]);
     assert_eq!(code(&o), 0, "restart --detach: {}", stderr(&o));
-    assert_eq!(stdout(&o).trim(), pid.to_string(), "prints the restored PID");
-    assert!(stasis_workloads::pid_alive(pid), "the detached process runs");
+    assert_eq!(
+        stdout(&o).trim(),
+        pid.to_string(),
+        "prints the restored PID"
+    );
+    assert!(
+        stasis_workloads::pid_alive(pid),
+        "the detached process runs"
+    );
     request_stop(&wl.paths().stop).expect("stop");
     let verdict = wait_verdict(&wl.paths().verdict, Duration::from_secs(30));
     stasis_workloads::wait_pid_gone(pid, Duration::from_secs(10)).ok();
@@ -553,10 +675,25 @@ fn checkpoint_kill() {
     let img = dir.path().join("counters.img");
     let mut wl = Workload::spawn("counters", dir.path(), &[]).expect("spawn counters");
     let pid = wl.wait_ready(Duration::from_secs(20)).expect("ready").pid;
-    let o = run_within(60, &["checkpoint", &pid.to_string(), "-o", p(&img), "--kill", "-q"]);
+    let o = run_within(
+        60,
+        &[
+            "checkpoint",
+            &pid.to_string(),
+            "-o",
+            p(&img),
+            "--kill",
+            "-q",
+        ],
+    );
     assert_eq!(code(&o), 0, "checkpoint --kill failed: {}", stderr(&o));
-    let st = wl.wait_exit(Duration::from_secs(10)).expect("the target exits");
-    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&st), Some(libc::SIGKILL));
+    let st = wl
+        .wait_exit(Duration::from_secs(10))
+        .expect("the target exits");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&st),
+        Some(libc::SIGKILL)
+    );
     let o = run(&["verify", p(&img)]);
     assert_eq!(code(&o), 0, "verify: {}", stderr(&o));
 }

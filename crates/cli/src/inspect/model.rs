@@ -203,20 +203,44 @@ fn other_fd(r: &RecordRef<'_>) -> Option<FdInfo> {
         }
         kind::FD_EVENTFD => {
             let e: EventfdRec = r.fixed()?;
-            Some(fd(e.fd, "eventfd", format!("count {}", e.count), e.open_flags, e.fd_flags))
+            Some(fd(
+                e.fd,
+                "eventfd",
+                format!("count {}", e.count),
+                e.open_flags,
+                e.fd_flags,
+            ))
         }
         kind::FD_TIMERFD => {
             let t: TimerfdRec = r.fixed()?;
-            Some(fd(t.fd, "timerfd", format!("clock {}", t.clock_id), t.open_flags, t.fd_flags))
+            Some(fd(
+                t.fd,
+                "timerfd",
+                format!("clock {}", t.clock_id),
+                t.open_flags,
+                t.fd_flags,
+            ))
         }
         kind::FD_SIGNALFD => {
             let s: SignalfdRec = r.fixed()?;
             let sigs = names::sigset(s.mask).join(",");
-            Some(fd(s.fd, "signalfd", format!("mask {sigs}"), s.open_flags, s.fd_flags))
+            Some(fd(
+                s.fd,
+                "signalfd",
+                format!("mask {sigs}"),
+                s.open_flags,
+                s.fd_flags,
+            ))
         }
         kind::FD_EPOLL => {
             let e: EpollRec = r.fixed()?;
-            Some(fd(e.fd, "epoll", format!("{} watched fds", e.count), e.open_flags, e.fd_flags))
+            Some(fd(
+                e.fd,
+                "epoll",
+                format!("{} watched fds", e.count),
+                e.open_flags,
+                e.fd_flags,
+            ))
         }
         _ => None,
     }
@@ -235,7 +259,9 @@ pub fn build(path: &str, img: &Image<'_>, p: &ProcessImage<'_>, size: u64) -> Re
             let in_syscall = r.flags & thread_flags::SYSCALL_FIXED != 0;
             let syscall = in_syscall
                 .then(|| {
-                    [r.regs.orig_rax, r.regs.rax].into_iter().find(|&n| n < names::SYSCALL_NR_LIMIT)
+                    [r.regs.orig_rax, r.regs.rax]
+                        .into_iter()
+                        .find(|&n| n < names::SYSCALL_NR_LIMIT)
                 })
                 .flatten();
             ThreadInfo {
@@ -263,7 +289,11 @@ pub fn build(path: &str, img: &Image<'_>, p: &ProcessImage<'_>, size: u64) -> Re
 
     let mut stored: HashMap<u64, u64> = HashMap::new();
     for pg in &p.pages {
-        let bytes: u64 = pg.runs.iter().map(|run| run.nr_pages.saturating_mul(ps)).sum();
+        let bytes: u64 = pg
+            .runs
+            .iter()
+            .map(|run| run.nr_pages.saturating_mul(ps))
+            .sum();
         let e = stored.entry(pg.vma_start).or_default();
         *e = e.saturating_add(bytes);
     }
@@ -340,7 +370,11 @@ pub fn build(path: &str, img: &Image<'_>, p: &ProcessImage<'_>, size: u64) -> Re
 
     let pr = &p.process;
     Report {
-        image: ImageInfo { path: path.to_string(), size, records: img.records().len() },
+        image: ImageInfo {
+            path: path.to_string(),
+            size,
+            records: img.records().len(),
+        },
         header: HeaderInfo {
             format_version: h.version,
             engine: names::engine(h.engine),

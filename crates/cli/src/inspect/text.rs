@@ -19,7 +19,10 @@ struct Table {
 
 impl Table {
     fn new(cols: &[(&'static str, Align)]) -> Table {
-        Table { cols: cols.to_vec(), rows: Vec::new() }
+        Table {
+            cols: cols.to_vec(),
+            rows: Vec::new(),
+        }
     }
 
     fn row(&mut self, cells: Vec<String>) {
@@ -91,14 +94,24 @@ pub fn render(r: &Report) -> String {
     let h = &r.header;
     let p = &r.process;
     // Writing to a String cannot fail.
-    let _ = writeln!(o, "image     {} ({}, {} records)", r.image.path, human(r.image.size), r.image.records);
+    let _ = writeln!(
+        o,
+        "image     {} ({}, {} records)",
+        r.image.path,
+        human(r.image.size),
+        r.image.records
+    );
     let _ = writeln!(
         o,
         "written   by {} with the {} engine, format v{}, on kernel {}, at {}",
         if h.writer.is_empty() { "?" } else { &h.writer },
         h.engine,
         h.format_version,
-        if h.kernel_release.is_empty() { "?" } else { &h.kernel_release },
+        if h.kernel_release.is_empty() {
+            "?"
+        } else {
+            &h.kernel_release
+        },
         h.created
     );
     let _ = writeln!(
@@ -188,14 +201,24 @@ pub fn render(r: &Report) -> String {
             human(v.size),
             v.prot.clone(),
             v.kind.clone(),
-            if v.page_bytes == 0 { "-".into() } else { human(v.page_bytes) },
+            if v.page_bytes == 0 {
+                "-".into()
+            } else {
+                human(v.page_bytes)
+            },
             path,
         ]);
     }
     t.render(&mut o);
 
     let _ = writeln!(o, "\nfile descriptors ({})", r.fds.len());
-    let mut t = Table::new(&[("FD", Right), ("KIND", Left), ("POS", Right), ("FLAGS", Left), ("PATH", Left)]);
+    let mut t = Table::new(&[
+        ("FD", Right),
+        ("KIND", Left),
+        ("POS", Right),
+        ("FLAGS", Left),
+        ("PATH", Left),
+    ]);
     for f in &r.fds {
         t.row(vec![
             f.fd.to_string(),
@@ -213,9 +236,18 @@ pub fn render(r: &Report) -> String {
     }
     t.render(&mut o);
 
-    let _ = writeln!(o, "\nsignal handlers ({} not default)", r.signal_handlers.len());
+    let _ = writeln!(
+        o,
+        "\nsignal handlers ({} not default)",
+        r.signal_handlers.len()
+    );
     if !r.signal_handlers.is_empty() {
-        let mut t = Table::new(&[("SIGNAL", Left), ("HANDLER", Left), ("FLAGS", Left), ("MASK", Left)]);
+        let mut t = Table::new(&[
+            ("SIGNAL", Left),
+            ("HANDLER", Left),
+            ("FLAGS", Left),
+            ("MASK", Left),
+        ]);
         for s in &r.signal_handlers {
             t.row(vec![
                 format!("{} ({})", s.name, s.signal),

@@ -31,7 +31,9 @@ fn comm(s: &str) -> [u8; 16] {
 
 /// Deterministic page contents: every page different.
 fn page(addr: u64) -> Vec<u8> {
-    (0..PAGE).map(|i| ((addr >> 12) as u8).wrapping_mul(31).wrapping_add(i as u8)).collect()
+    (0..PAGE)
+        .map(|i| ((addr >> 12) as u8).wrapping_mul(31).wrapping_add(i as u8))
+        .collect()
 }
 
 pub struct Vma {
@@ -49,7 +51,16 @@ pub struct Vma {
 pub fn vmas() -> Vec<Vma> {
     let (r, w, x) = (1, 2, 4);
     vec![
-        Vma { start: 0x40_0000, end: 0x40_2000, prot: r | x, kind: vma_kind::FILE_PRIVATE, flags: 0, offset: 0, path: EXE, runs: vec![] },
+        Vma {
+            start: 0x40_0000,
+            end: 0x40_2000,
+            prot: r | x,
+            kind: vma_kind::FILE_PRIVATE,
+            flags: 0,
+            offset: 0,
+            path: EXE,
+            runs: vec![],
+        },
         Vma {
             start: 0x40_2000,
             end: 0x40_4000,
@@ -90,7 +101,16 @@ pub fn vmas() -> Vec<Vma> {
             path: "[stack]",
             runs: vec![(0x7ffd_0001_f000, 2)],
         },
-        Vma { start: 0x7ffd_0010_0000, end: 0x7ffd_0010_2000, prot: r | x, kind: vma_kind::VDSO, flags: 0, offset: 0, path: "[vdso]", runs: vec![] },
+        Vma {
+            start: 0x7ffd_0010_0000,
+            end: 0x7ffd_0010_2000,
+            prot: r | x,
+            kind: vma_kind::VDSO,
+            flags: 0,
+            offset: 0,
+            path: "[vdso]",
+            runs: vec![],
+        },
     ]
 }
 
@@ -107,7 +127,16 @@ pub struct Thread {
 
 pub fn threads() -> Vec<Thread> {
     vec![
-        Thread { tid: PID, name: "sample", flags: thread_flags::LEADER, rip: 0x40_1000, rsp: 0x7ffd_0002_0f00, orig_rax: u64::MAX, sigmask: 0, pending: 0 },
+        Thread {
+            tid: PID,
+            name: "sample",
+            flags: thread_flags::LEADER,
+            rip: 0x40_1000,
+            rsp: 0x7ffd_0002_0f00,
+            orig_rax: u64::MAX,
+            sigmask: 0,
+            pending: 0,
+        },
         Thread {
             tid: PID + 1,
             name: "worker-1",
@@ -133,7 +162,15 @@ pub fn threads() -> Vec<Thread> {
 
 /// The image bytes.
 pub fn sample_image() -> Vec<u8> {
-    let header = Header::new(engine::USER, PAGE as u32, XCR0, XSAVE_SIZE, "6.1.0-test-amd64", "stasis-test 0.1.0", CREATED_NS);
+    let header = Header::new(
+        engine::USER,
+        PAGE as u32,
+        XCR0,
+        XSAVE_SIZE,
+        "6.1.0-test-amd64",
+        "stasis-test 0.1.0",
+        CREATED_NS,
+    );
     let mut w = Writer::new(Vec::new(), &header).expect("header");
 
     let process = ProcessRec {
@@ -158,7 +195,10 @@ pub fn sample_image() -> Vec<u8> {
     };
     w.record(kind::PROCESS, &process, &[]).expect("process");
 
-    let auxv: Vec<u8> = [libc::AT_PAGESZ, PAGE, libc::AT_NULL, 0].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let auxv: Vec<u8> = [libc::AT_PAGESZ, PAGE, libc::AT_NULL, 0]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
     let mm = MmRec {
         start_code: 0x40_0000,
         end_code: 0x40_2000,
@@ -172,7 +212,8 @@ pub fn sample_image() -> Vec<u8> {
         exe_len: EXE.len() as u32,
         ..Default::default()
     };
-    w.record(kind::MM, &mm, &[&auxv, EXE.as_bytes()]).expect("mm");
+    w.record(kind::MM, &mm, &[&auxv, EXE.as_bytes()])
+        .expect("mm");
 
     let vs = vmas();
     for v in &vs {
@@ -186,27 +227,62 @@ pub fn sample_image() -> Vec<u8> {
             path_len: v.path.len() as u32,
             ..Default::default()
         };
-        w.record(kind::VMA, &rec, &[v.path.as_bytes()]).expect("vma");
+        w.record(kind::VMA, &rec, &[v.path.as_bytes()])
+            .expect("vma");
     }
     for v in vs.iter().filter(|v| !v.runs.is_empty()) {
-        let runs: Vec<PageRun> = v.runs.iter().map(|&(addr, nr_pages)| PageRun { addr, nr_pages }).collect();
-        let pages: Vec<Vec<u8>> =
-            v.runs.iter().flat_map(|&(a, n)| (0..n).map(move |i| page(a + i * PAGE))).collect();
-        w.pages(v.start, &runs, pages.iter().map(|p| p.as_slice())).expect("pages");
+        let runs: Vec<PageRun> = v
+            .runs
+            .iter()
+            .map(|&(addr, nr_pages)| PageRun { addr, nr_pages })
+            .collect();
+        let pages: Vec<Vec<u8>> = v
+            .runs
+            .iter()
+            .flat_map(|&(a, n)| (0..n).map(move |i| page(a + i * PAGE)))
+            .collect();
+        w.pages(v.start, &runs, pages.iter().map(|p| p.as_slice()))
+            .expect("pages");
     }
 
     for t in threads() {
-        let regs = UserRegs { rip: t.rip, rsp: t.rsp, orig_rax: t.orig_rax, rax: 0, cs: 0x33, ss: 0x2b, eflags: 0x246, fs_base: 0x7f00_0000_1000 + u64::from(t.tid), ..Default::default() };
-        let rec = ThreadRec { tid: t.tid, flags: t.flags, regs, sigmask: t.sigmask, comm: comm(t.name), ..Default::default() };
+        let regs = UserRegs {
+            rip: t.rip,
+            rsp: t.rsp,
+            orig_rax: t.orig_rax,
+            rax: 0,
+            cs: 0x33,
+            ss: 0x2b,
+            eflags: 0x246,
+            fs_base: 0x7f00_0000_1000 + u64::from(t.tid),
+            ..Default::default()
+        };
+        let rec = ThreadRec {
+            tid: t.tid,
+            flags: t.flags,
+            regs,
+            sigmask: t.sigmask,
+            comm: comm(t.name),
+            ..Default::default()
+        };
         w.record(kind::THREAD, &rec, &[]).expect("thread");
         let area: Vec<u8> = (0..XSAVE_SIZE).map(|i| (i as u8) ^ (t.tid as u8)).collect();
-        let xs = XstateRec { tid: t.tid, size: XSAVE_SIZE, xstate_bv: 0x7, xcr0: XCR0 };
+        let xs = XstateRec {
+            tid: t.tid,
+            size: XSAVE_SIZE,
+            xstate_bv: 0x7,
+            xcr0: XCR0,
+        };
         w.record(kind::XSTATE, &xs, &[&area]).expect("xstate");
         if t.pending > 0 {
             let mut si = Siginfo { bytes: [0; 128] };
             si.bytes[..4].copy_from_slice(&libc::SIGUSR1.to_le_bytes());
-            let sp = SigpendingRec { tid: t.tid, count: 1 };
-            w.record(kind::SIGPENDING, &sp, &[si.as_bytes()]).expect("sigpending");
+            let sp = SigpendingRec {
+                tid: t.tid,
+                count: 1,
+            };
+            w.record(kind::SIGPENDING, &sp, &[si.as_bytes()])
+                .expect("sigpending");
         }
     }
 
@@ -217,20 +293,40 @@ pub fn sample_image() -> Vec<u8> {
         restorer: 0x40_1300,
         mask: 1 << (libc::SIGTERM - 1),
     };
-    sa.actions[(libc::SIGPIPE - 1) as usize] = Sigaction { handler: 1, ..Default::default() };
+    sa.actions[(libc::SIGPIPE - 1) as usize] = Sigaction {
+        handler: 1,
+        ..Default::default()
+    };
     w.record(kind::SIGACTIONS, &sa, &[]).expect("sigactions");
 
     let mut rl = RlimitsRec::default();
     for l in rl.limits.iter_mut() {
-        *l = Rlimit { cur: u64::MAX, max: u64::MAX };
+        *l = Rlimit {
+            cur: u64::MAX,
+            max: u64::MAX,
+        };
     }
     w.record(kind::RLIMITS, &rl, &[]).expect("rlimits");
     let (cwd, root) = ("/home/user", "/");
-    let fs = FsRec { umask: 0o022, cwd_len: cwd.len() as u32, root_len: root.len() as u32, _pad0: 0 };
-    w.record(kind::FS, &fs, &[cwd.as_bytes(), root.as_bytes()]).expect("fs");
-    w.record(kind::ITIMERS, &ItimersRec::default(), &[]).expect("itimers");
+    let fs = FsRec {
+        umask: 0o022,
+        cwd_len: cwd.len() as u32,
+        root_len: root.len() as u32,
+        _pad0: 0,
+    };
+    w.record(kind::FS, &fs, &[cwd.as_bytes(), root.as_bytes()])
+        .expect("fs");
+    w.record(kind::ITIMERS, &ItimersRec::default(), &[])
+        .expect("itimers");
 
-    let file = |fd: u32, kind: u32, open: i32, fd_flags: u32, file_id: u32, pos: u64, path: &str, deleted: bool| {
+    let file = |fd: u32,
+                kind: u32,
+                open: i32,
+                fd_flags: u32,
+                file_id: u32,
+                pos: u64,
+                path: &str,
+                deleted: bool| {
         (
             FdFileRec {
                 fd,
@@ -249,24 +345,82 @@ pub fn sample_image() -> Vec<u8> {
         )
     };
     let files = [
-        file(0, file_kind::TTY, libc::O_RDWR, 0, 1, 0, "/dev/pts/3", false),
-        file(1, file_kind::REGULAR, libc::O_WRONLY | libc::O_APPEND, 0, 2, 1234, "/tmp/sample.log", false),
-        file(2, file_kind::TTY, libc::O_RDWR, 0, 1, 0, "/dev/pts/3", false),
-        file(3, file_kind::REGULAR, libc::O_RDWR, 1, 3, 50, "/tmp/scratch (deleted)", true),
+        file(
+            0,
+            file_kind::TTY,
+            libc::O_RDWR,
+            0,
+            1,
+            0,
+            "/dev/pts/3",
+            false,
+        ),
+        file(
+            1,
+            file_kind::REGULAR,
+            libc::O_WRONLY | libc::O_APPEND,
+            0,
+            2,
+            1234,
+            "/tmp/sample.log",
+            false,
+        ),
+        file(
+            2,
+            file_kind::TTY,
+            libc::O_RDWR,
+            0,
+            1,
+            0,
+            "/dev/pts/3",
+            false,
+        ),
+        file(
+            3,
+            file_kind::REGULAR,
+            libc::O_RDWR,
+            1,
+            3,
+            50,
+            "/tmp/scratch (deleted)",
+            true,
+        ),
     ];
     for (rec, path) in &files {
-        w.record(kind::FD_FILE, rec, &[path.as_bytes()]).expect("fd_file");
+        w.record(kind::FD_FILE, rec, &[path.as_bytes()])
+            .expect("fd_file");
     }
     let contents = vec![b'x'; 100];
-    let fdata = FileDataRec { file_id: 3, _pad0: 0, size: 100, data_off: 0 };
-    w.data_record(kind::FILE_DATA, &fdata, &[], 100, [contents.as_slice()]).expect("file_data");
+    let fdata = FileDataRec {
+        file_id: 3,
+        _pad0: 0,
+        size: 100,
+        data_off: 0,
+    };
+    w.data_record(kind::FILE_DATA, &fdata, &[], 100, [contents.as_slice()])
+        .expect("file_data");
 
     for (fd, open) in [(4, libc::O_RDONLY), (5, libc::O_WRONLY | libc::O_NONBLOCK)] {
-        let p = FdPipeRec { fd, fd_flags: 1, open_flags: open as u32, pipe_id: 1, file_id: 10 + fd, fifo: 0, capacity: 65536, path_len: 0, ino: 777 };
+        let p = FdPipeRec {
+            fd,
+            fd_flags: 1,
+            open_flags: open as u32,
+            pipe_id: 1,
+            file_id: 10 + fd,
+            fifo: 0,
+            capacity: 65536,
+            path_len: 0,
+            ino: 777,
+        };
         w.record(kind::FD_PIPE, &p, &[]).expect("fd_pipe");
     }
-    let pd = PipeDataRec { pipe_id: 1, _pad0: 0, len: 5 };
-    w.record(kind::PIPE_DATA, &pd, &[b"hello"]).expect("pipe_data");
+    let pd = PipeDataRec {
+        pipe_id: 1,
+        _pad0: 0,
+        len: 5,
+    };
+    w.record(kind::PIPE_DATA, &pd, &[b"hello"])
+        .expect("pipe_data");
 
     let mut sock = SocketRec {
         fd: 6,
