@@ -11,7 +11,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 fn bad(path: &Path, why: impl std::fmt::Display) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("{}: {}", path.display(), why))
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("{}: {}", path.display(), why),
+    )
 }
 
 fn ctx(path: &Path, e: io::Error) -> io::Error {
@@ -25,7 +28,9 @@ pub fn read(path: &Path) -> io::Result<Vec<u8>> {
 
 /// readlink as bytes.
 pub fn readlink(path: &Path) -> io::Result<Vec<u8>> {
-    fs::read_link(path).map(|p| p.as_os_str().as_bytes().to_vec()).map_err(|e| ctx(path, e))
+    fs::read_link(path)
+        .map(|p| p.as_os_str().as_bytes().to_vec())
+        .map_err(|e| ctx(path, e))
 }
 
 pub fn pid_path(pid: i32, rest: &str) -> PathBuf {
@@ -60,8 +65,14 @@ impl Stat {
     }
     pub fn read_path(path: PathBuf) -> io::Result<Stat> {
         let raw = read(&path)?;
-        let open = raw.iter().position(|&c| c == b'(').ok_or_else(|| bad(&path, "no '('"))?;
-        let close = raw.iter().rposition(|&c| c == b')').ok_or_else(|| bad(&path, "no ')'"))?;
+        let open = raw
+            .iter()
+            .position(|&c| c == b'(')
+            .ok_or_else(|| bad(&path, "no '('"))?;
+        let close = raw
+            .iter()
+            .rposition(|&c| c == b')')
+            .ok_or_else(|| bad(&path, "no ')'"))?;
         if close < open {
             return Err(bad(&path, "malformed comm"));
         }
@@ -81,15 +92,20 @@ impl Stat {
     }
     pub fn i64(&self, n: usize) -> io::Result<i64> {
         let s = self.str(n)?;
-        s.parse().map_err(|_| bad(&self.path, format!("field {n} = {s:?} is not a number")))
+        s.parse()
+            .map_err(|_| bad(&self.path, format!("field {n} = {s:?} is not a number")))
     }
     pub fn u64(&self, n: usize) -> io::Result<u64> {
         let s = self.str(n)?;
-        s.parse().map_err(|_| bad(&self.path, format!("field {n} = {s:?} is not a number")))
+        s.parse()
+            .map_err(|_| bad(&self.path, format!("field {n} = {s:?} is not a number")))
     }
     /// Process state letter (field 3).
     pub fn state(&self) -> char {
-        self.rest.first().and_then(|s| s.chars().next()).unwrap_or('?')
+        self.rest
+            .first()
+            .and_then(|s| s.chars().next())
+            .unwrap_or('?')
     }
 }
 
@@ -114,19 +130,26 @@ impl Status {
         Ok(Status { map, path })
     }
     pub fn get(&self, key: &str) -> io::Result<&str> {
-        self.map.get(key).map(String::as_str).ok_or_else(|| bad(&self.path, format!("no {key}:")))
+        self.map
+            .get(key)
+            .map(String::as_str)
+            .ok_or_else(|| bad(&self.path, format!("no {key}:")))
     }
     /// Whitespace separated decimal numbers (Uid:, Gid:).
     pub fn nums(&self, key: &str) -> io::Result<Vec<u64>> {
         self.get(key)?
             .split_ascii_whitespace()
-            .map(|s| s.parse().map_err(|_| bad(&self.path, format!("{key}: bad number {s:?}"))))
+            .map(|s| {
+                s.parse()
+                    .map_err(|_| bad(&self.path, format!("{key}: bad number {s:?}")))
+            })
             .collect()
     }
     pub fn num(&self, key: &str) -> io::Result<u64> {
         let s = self.get(key)?;
         let s = s.split_ascii_whitespace().next().unwrap_or("");
-        s.parse().map_err(|_| bad(&self.path, format!("{key}: bad number {s:?}")))
+        s.parse()
+            .map_err(|_| bad(&self.path, format!("{key}: bad number {s:?}")))
     }
     /// A hex field (SigBlk:, CapEff:...).
     pub fn hex(&self, key: &str) -> io::Result<u64> {
@@ -195,17 +218,25 @@ fn parse_map_line(line: &[u8], path: &Path) -> io::Result<MapEntry> {
     }
     let name = line[i..].to_vec();
     let txt = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    let hex = |b: &[u8]| u64::from_str_radix(&txt(b), 16).map_err(|_| bad(path, format!("bad hex {:?} in {:?}", txt(b), txt(line))));
+    let hex = |b: &[u8]| {
+        u64::from_str_radix(&txt(b), 16)
+            .map_err(|_| bad(path, format!("bad hex {:?} in {:?}", txt(b), txt(line))))
+    };
     let range = txt(fields[0]);
-    let (s, e) = range.split_once('-').ok_or_else(|| bad(path, format!("bad range {range:?}")))?;
-    let start = u64::from_str_radix(s, 16).map_err(|_| bad(path, format!("bad range {range:?}")))?;
+    let (s, e) = range
+        .split_once('-')
+        .ok_or_else(|| bad(path, format!("bad range {range:?}")))?;
+    let start =
+        u64::from_str_radix(s, 16).map_err(|_| bad(path, format!("bad range {range:?}")))?;
     let end = u64::from_str_radix(e, 16).map_err(|_| bad(path, format!("bad range {range:?}")))?;
     let perms = fields[1];
     if perms.len() < 4 {
         return Err(bad(path, format!("bad perms in {:?}", txt(line))));
     }
     let dev = txt(fields[3]);
-    let (ma, mi) = dev.split_once(':').ok_or_else(|| bad(path, format!("bad dev {dev:?}")))?;
+    let (ma, mi) = dev
+        .split_once(':')
+        .ok_or_else(|| bad(path, format!("bad dev {dev:?}")))?;
     Ok(MapEntry {
         start,
         end,
@@ -214,9 +245,13 @@ fn parse_map_line(line: &[u8], path: &Path) -> io::Result<MapEntry> {
         exec: perms[2] == b'x',
         shared: perms[3] == b's',
         offset: hex(fields[2])?,
-        dev_major: u32::from_str_radix(ma, 16).map_err(|_| bad(path, format!("bad dev {dev:?}")))?,
-        dev_minor: u32::from_str_radix(mi, 16).map_err(|_| bad(path, format!("bad dev {dev:?}")))?,
-        inode: txt(fields[4]).parse().map_err(|_| bad(path, format!("bad inode in {:?}", txt(line))))?,
+        dev_major: u32::from_str_radix(ma, 16)
+            .map_err(|_| bad(path, format!("bad dev {dev:?}")))?,
+        dev_minor: u32::from_str_radix(mi, 16)
+            .map_err(|_| bad(path, format!("bad dev {dev:?}")))?,
+        inode: txt(fields[4])
+            .parse()
+            .map_err(|_| bad(path, format!("bad inode in {:?}", txt(line))))?,
         path: name,
         ..MapEntry::default()
     })
@@ -291,7 +326,9 @@ pub fn fdinfo(pid: i32, fd: i32) -> io::Result<FdInfo> {
             let v = v.trim();
             match k {
                 "pos" => fi.pos = v.parse().map_err(|_| bad(&path, "bad pos"))?,
-                "flags" => fi.flags = u32::from_str_radix(v, 8).map_err(|_| bad(&path, "bad flags"))?,
+                "flags" => {
+                    fi.flags = u32::from_str_radix(v, 8).map_err(|_| bad(&path, "bad flags"))?
+                }
                 "mnt_id" => fi.mnt_id = v.parse().unwrap_or(0),
                 _ => {}
             }
@@ -334,32 +371,54 @@ pub fn timers(pid: i32) -> io::Result<Vec<ProcTimer>> {
     let text = String::from_utf8_lossy(&raw);
     let mut out: Vec<ProcTimer> = Vec::new();
     for l in text.lines() {
-        let Some((k, v)) = l.split_once(':') else { continue };
+        let Some((k, v)) = l.split_once(':') else {
+            continue;
+        };
         let v = v.trim();
         match k {
-            "ID" => out.push(ProcTimer { id: v.parse().map_err(|_| bad(&path, "bad ID"))?, ..Default::default() }),
+            "ID" => out.push(ProcTimer {
+                id: v.parse().map_err(|_| bad(&path, "bad ID"))?,
+                ..Default::default()
+            }),
             "signal" => {
-                let t = out.last_mut().ok_or_else(|| bad(&path, "signal before ID"))?;
-                let (s, val) = v.split_once('/').ok_or_else(|| bad(&path, "bad signal line"))?;
+                let t = out
+                    .last_mut()
+                    .ok_or_else(|| bad(&path, "signal before ID"))?;
+                let (s, val) = v
+                    .split_once('/')
+                    .ok_or_else(|| bad(&path, "bad signal line"))?;
                 t.signo = s.parse().map_err(|_| bad(&path, "bad signo"))?;
-                t.sigev_value = u64::from_str_radix(val, 16).map_err(|_| bad(&path, "bad sigev value"))?;
+                t.sigev_value =
+                    u64::from_str_radix(val, 16).map_err(|_| bad(&path, "bad sigev value"))?;
             }
             "notify" => {
-                let t = out.last_mut().ok_or_else(|| bad(&path, "notify before ID"))?;
+                let t = out
+                    .last_mut()
+                    .ok_or_else(|| bad(&path, "notify before ID"))?;
                 // "signal/pid.123", "thread/tid.123", "none/pid.0"
-                let (kind, who) = v.split_once('/').ok_or_else(|| bad(&path, "bad notify line"))?;
+                let (kind, who) = v
+                    .split_once('/')
+                    .ok_or_else(|| bad(&path, "bad notify line"))?;
                 let base = match kind {
                     "signal" => libc::SIGEV_SIGNAL as u32,
                     "none" => libc::SIGEV_NONE as u32,
                     "thread" => libc::SIGEV_THREAD as u32,
                     _ => return Err(bad(&path, format!("unknown notify kind {kind:?}"))),
                 };
-                let (pt, n) = who.split_once('.').ok_or_else(|| bad(&path, "bad notify target"))?;
-                t.notify = if pt == "tid" { base | libc::SIGEV_THREAD_ID as u32 } else { base };
+                let (pt, n) = who
+                    .split_once('.')
+                    .ok_or_else(|| bad(&path, "bad notify target"))?;
+                t.notify = if pt == "tid" {
+                    base | libc::SIGEV_THREAD_ID as u32
+                } else {
+                    base
+                };
                 t.notify_pid = n.parse().unwrap_or(0);
             }
             "ClockID" => {
-                let t = out.last_mut().ok_or_else(|| bad(&path, "ClockID before ID"))?;
+                let t = out
+                    .last_mut()
+                    .ok_or_else(|| bad(&path, "ClockID before ID"))?;
                 t.clock_id = v.parse().map_err(|_| bad(&path, "bad ClockID"))?;
             }
             _ => {}
@@ -398,7 +457,9 @@ fn children_by_scan(pid: i32) -> io::Result<Vec<i32>> {
     let mut out = Vec::new();
     for e in fs::read_dir("/proc")? {
         let Ok(e) = e else { continue };
-        let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
         if let Ok(st) = Stat::read(p) {
             if st.i64(4).ok() == Some(i64::from(pid)) {
                 out.push(p);

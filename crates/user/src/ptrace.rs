@@ -20,7 +20,11 @@
 //! [`Session::finish`] puts the original registers back and brings the thread
 //! into a fresh interrupt stop, so the kernel's own restart handling applies
 //! to the original registers when the thread is finally released.
-#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)]
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
 
 use std::io;
 
@@ -71,22 +75,49 @@ pub fn syscall(tid: i32, sig: i32) -> io::Result<()> {
 pub fn event_msg(tid: i32) -> io::Result<u64> {
     let mut v: libc::c_ulong = 0;
     // SAFETY: the kernel stores an unsigned long at `data`.
-    unsafe { sys::ptrace(req::GETEVENTMSG, tid, 0, &mut v as *mut libc::c_ulong as usize) }?;
+    unsafe {
+        sys::ptrace(
+            req::GETEVENTMSG,
+            tid,
+            0,
+            &mut v as *mut libc::c_ulong as usize,
+        )
+    }?;
     Ok(v)
 }
 
 fn getregset(tid: i32, nt: u32, buf: &mut [u8]) -> io::Result<usize> {
-    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
     // SAFETY: the iovec describes `buf`, which we own mutably; the kernel
     // writes at most iov_len bytes and stores the real length back in it.
-    unsafe { sys::ptrace(req::GETREGSET, tid, nt as usize, &mut iov as *mut libc::iovec as usize) }?;
+    unsafe {
+        sys::ptrace(
+            req::GETREGSET,
+            tid,
+            nt as usize,
+            &mut iov as *mut libc::iovec as usize,
+        )
+    }?;
     Ok(iov.iov_len)
 }
 
 fn setregset(tid: i32, nt: u32, buf: &[u8]) -> io::Result<()> {
-    let mut iov = libc::iovec { iov_base: buf.as_ptr() as *mut libc::c_void, iov_len: buf.len() };
+    let mut iov = libc::iovec {
+        iov_base: buf.as_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
     // SAFETY: the iovec describes `buf`; SETREGSET only reads from it.
-    unsafe { sys::ptrace(req::SETREGSET, tid, nt as usize, &mut iov as *mut libc::iovec as usize) }?;
+    unsafe {
+        sys::ptrace(
+            req::SETREGSET,
+            tid,
+            nt as usize,
+            &mut iov as *mut libc::iovec as usize,
+        )
+    }?;
     Ok(())
 }
 
@@ -94,9 +125,12 @@ fn setregset(tid: i32, nt: u32, buf: &[u8]) -> io::Result<()> {
 /// gs_base included).
 pub fn get_regs(tid: i32) -> io::Result<UserRegs> {
     let mut r = UserRegs::default();
-    let n = getregset(tid, sys::NT_PRSTATUS, r.as_mut_bytes()).map_err(|e| ctx("GETREGSET(PRSTATUS)", tid, e))?;
+    let n = getregset(tid, sys::NT_PRSTATUS, r.as_mut_bytes())
+        .map_err(|e| ctx("GETREGSET(PRSTATUS)", tid, e))?;
     if n != std::mem::size_of::<UserRegs>() {
-        return Err(io::Error::other(format!("GETREGSET(PRSTATUS) of {tid} returned {n} bytes")));
+        return Err(io::Error::other(format!(
+            "GETREGSET(PRSTATUS) of {tid} returned {n} bytes"
+        )));
     }
     Ok(r)
 }
@@ -113,7 +147,8 @@ pub const XSTATE_MAX: usize = 64 * 1024;
 /// first 8 bytes of sw_reserved at offset 464, XSTATE_BV at offset 512).
 pub fn get_xstate(tid: i32) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; XSTATE_MAX];
-    let n = getregset(tid, sys::NT_X86_XSTATE, &mut buf).map_err(|e| ctx("GETREGSET(X86_XSTATE)", tid, e))?;
+    let n = getregset(tid, sys::NT_X86_XSTATE, &mut buf)
+        .map_err(|e| ctx("GETREGSET(X86_XSTATE)", tid, e))?;
     buf.truncate(n);
     Ok(buf)
 }
@@ -125,12 +160,14 @@ pub fn set_xstate(tid: i32, area: &[u8]) -> io::Result<()> {
 
 /// XCR0 recorded by the kernel in an NT_X86_XSTATE area (sw_reserved[0..8]).
 pub fn xstate_xcr0(area: &[u8]) -> Option<u64> {
-    area.get(464..472).and_then(|b| u64::read_from_bytes(b).ok())
+    area.get(464..472)
+        .and_then(|b| u64::read_from_bytes(b).ok())
 }
 
 /// XSTATE_BV of an XSAVE area (first word of the XSAVE header).
 pub fn xstate_bv(area: &[u8]) -> Option<u64> {
-    area.get(512..520).and_then(|b| u64::read_from_bytes(b).ok())
+    area.get(512..520)
+        .and_then(|b| u64::read_from_bytes(b).ok())
 }
 
 /// Blocked signal mask (bit n-1 = signal n).
@@ -182,7 +219,12 @@ pub fn peek_siginfo(tid: i32, shared: bool) -> io::Result<Vec<[u8; 128]>> {
         // SAFETY: addr points to the args struct, data to room for `nr`
         // siginfos of 128 bytes each.
         let n = unsafe {
-            sys::ptrace(req::PEEKSIGINFO, tid, &args as *const PeekArgs as usize, buf.as_mut_ptr() as usize)
+            sys::ptrace(
+                req::PEEKSIGINFO,
+                tid,
+                &args as *const PeekArgs as usize,
+                buf.as_mut_ptr() as usize,
+            )
         }
         .map_err(|e| ctx("PEEKSIGINFO", tid, e))?;
         if n <= 0 {
@@ -190,7 +232,9 @@ pub fn peek_siginfo(tid: i32, shared: bool) -> io::Result<Vec<[u8; 128]>> {
         }
         out.extend_from_slice(&buf[..(n as usize).min(buf.len())]);
         if out.len() > 1 << 20 {
-            return Err(io::Error::other(format!("PEEKSIGINFO({tid}): queue does not end")));
+            return Err(io::Error::other(format!(
+                "PEEKSIGINFO({tid}): queue does not end"
+            )));
         }
     }
     Ok(out)
@@ -210,18 +254,29 @@ pub fn get_rseq(tid: i32) -> io::Result<Option<RseqConfig>> {
     let mut raw = [0u8; 24];
     // SAFETY: addr = size of our buffer, data = the buffer; the kernel copies
     // at most that many bytes.
-    let r = unsafe { sys::ptrace(req::GET_RSEQ_CONFIGURATION, tid, raw.len(), raw.as_mut_ptr() as usize) };
+    let r = unsafe {
+        sys::ptrace(
+            req::GET_RSEQ_CONFIGURATION,
+            tid,
+            raw.len(),
+            raw.as_mut_ptr() as usize,
+        )
+    };
     match r {
         Ok(_) => {
             let w = |i: usize| u32::from_le_bytes([raw[i], raw[i + 1], raw[i + 2], raw[i + 3]]);
             Ok(Some(RseqConfig {
-                addr: u64::from_le_bytes([raw[0], raw[1], raw[2], raw[3], raw[4], raw[5], raw[6], raw[7]]),
+                addr: u64::from_le_bytes([
+                    raw[0], raw[1], raw[2], raw[3], raw[4], raw[5], raw[6], raw[7],
+                ]),
                 len: w(8),
                 sig: w(12),
                 flags: w(16),
             }))
         }
-        Err(e) if e.raw_os_error() == Some(libc::EIO) || e.raw_os_error() == Some(libc::EINVAL) => Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::EIO) || e.raw_os_error() == Some(libc::EINVAL) => {
+            Ok(None)
+        }
         Err(e) => Err(ctx("GET_RSEQ_CONFIGURATION", tid, e)),
     }
 }
@@ -236,7 +291,13 @@ pub fn wait(tid: i32) -> io::Result<WaitStatus> {
 
 /// True for a stop that is an interrupt/group stop (PTRACE_EVENT_STOP).
 pub fn is_event_stop(st: WaitStatus) -> bool {
-    matches!(st, WaitStatus::Stopped { event: event::STOP, .. })
+    matches!(
+        st,
+        WaitStatus::Stopped {
+            event: event::STOP,
+            ..
+        }
+    )
 }
 
 /// If a thread's registers were taken inside a system call, return them as
@@ -275,7 +336,11 @@ pub fn syscall_restart_fixup(r: &UserRegs) -> (UserRegs, bool) {
 pub fn swaps_sigmask(orig_rax: u64) -> bool {
     matches!(
         orig_rax as i64,
-        sys::nr::RT_SIGSUSPEND | sys::nr::PSELECT6 | sys::nr::PPOLL | sys::nr::EPOLL_PWAIT | sys::nr::EPOLL_PWAIT2
+        sys::nr::RT_SIGSUSPEND
+            | sys::nr::PSELECT6
+            | sys::nr::PPOLL
+            | sys::nr::EPOLL_PWAIT
+            | sys::nr::EPOLL_PWAIT2
             | sys::nr::IO_PGETEVENTS
     )
 }
@@ -285,7 +350,9 @@ pub fn swaps_sigmask(orig_rax: u64) -> bool {
 pub fn find_syscall_insn(pid: i32, vdso_start: u64, vdso_end: u64) -> io::Result<u64> {
     let len = (vdso_end.saturating_sub(vdso_start)) as usize;
     if len == 0 || len > 1 << 20 {
-        return Err(io::Error::other(format!("vDSO of {pid} has a bad size {len}")));
+        return Err(io::Error::other(format!(
+            "vDSO of {pid} has a bad size {len}"
+        )));
     }
     let mut buf = vec![0u8; len];
     let n = sys::vm_read(pid, &mut buf, &[(vdso_start, len)])
@@ -364,8 +431,8 @@ pub fn build_sigframe(regs: &UserRegs, sigmask: u64, fpstate_addr: u64) -> Vec<u
     put(UC + 32, 0); // uc_stack.ss_size
     let r = regs;
     for (i, v) in [
-        r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15, r.rdi, r.rsi, r.rbp, r.rbx, r.rdx, r.rax, r.rcx,
-        r.rsp, r.rip, r.eflags,
+        r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15, r.rdi, r.rsi, r.rbp, r.rbx, r.rdx,
+        r.rax, r.rcx, r.rsp, r.rip, r.eflags,
     ]
     .into_iter()
     .enumerate()
@@ -404,13 +471,21 @@ pub fn xstate_to_fpstate(area: &[u8]) -> Vec<u8> {
 #[derive(Debug, thiserror::Error)]
 pub enum InjectError {
     #[error("ptrace on thread {tid} during injection ({step}): {source}")]
-    Ptrace { tid: i32, step: &'static str, source: io::Error },
+    Ptrace {
+        tid: i32,
+        step: &'static str,
+        source: io::Error,
+    },
     #[error("thread {tid} exited during an injected system call ({status:?})")]
     Exited { tid: i32, status: WaitStatus },
     #[error("thread {tid}: unexpected stop {status:?} during an injected system call")]
     Unexpected { tid: i32, status: WaitStatus },
     #[error("thread {tid}: stack memory at {addr:#x} not accessible: {source}")]
-    Scratch { tid: i32, addr: u64, source: io::Error },
+    Scratch {
+        tid: i32,
+        addr: u64,
+        source: io::Error,
+    },
 }
 
 fn pt(tid: i32, step: &'static str) -> impl FnOnce(io::Error) -> InjectError {
@@ -435,13 +510,22 @@ fn elf_image_end(buf: &[u8]) -> Option<usize> {
     if buf.get(..4)? != b"\x7fELF" {
         return None;
     }
-    let u16at = |o: usize| buf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
-    let u64at = |o: usize| buf.get(o..o + 8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
+    let u16at = |o: usize| {
+        buf.get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+    };
+    let u64at = |o: usize| {
+        buf.get(o..o + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+    };
     let phoff = u64at(0x20)? as usize;
     let shoff = u64at(0x28)? as usize;
     let (phentsize, phnum) = (u16at(0x36)?, u16at(0x38)?);
     let (shentsize, shnum) = (u16at(0x3a)?, u16at(0x3c)?);
-    let mut end = shoff.checked_add(shentsize.checked_mul(shnum)?)?.max(phoff + phentsize * phnum);
+    let mut end = shoff
+        .checked_add(shentsize.checked_mul(shnum)?)?
+        .max(phoff + phentsize * phnum);
     for i in 0..phnum {
         let ph = phoff + i * phentsize;
         let off = u64at(ph + 8)? as usize;
@@ -450,7 +534,9 @@ fn elf_image_end(buf: &[u8]) -> Option<usize> {
     }
     for i in 0..shnum {
         let sh = shoff + i * shentsize;
-        let typ = buf.get(sh + 4..sh + 8).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))?;
+        let typ = buf
+            .get(sh + 4..sh + 8)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))?;
         if typ == 8 {
             continue; // SHT_NOBITS
         }
@@ -472,9 +558,13 @@ pub fn gadget_slot(pid: i32, vdso_start: u64, vdso_end: u64) -> io::Result<Optio
     let mut buf = vec![0u8; len];
     let n = sys::vm_read(pid, &mut buf, &[(vdso_start, len)])?;
     buf.truncate(n);
-    let Some(end) = elf_image_end(&buf) else { return Ok(None) };
+    let Some(end) = elf_image_end(&buf) else {
+        return Ok(None);
+    };
     let at = (end + 15) & !15;
-    let Some(slot) = buf.get(at..at + GADGET.len()) else { return Ok(None) };
+    let Some(slot) = buf.get(at..at + GADGET.len()) else {
+        return Ok(None);
+    };
     // Zeros, or (part of) a gadget left by a checkpointer that died while
     // writing or removing it.
     let free = slot
@@ -509,7 +599,9 @@ pub fn leave_gadget(pid: i32, tid: i32, gadget: u64) -> io::Result<bool> {
                     cont(tid, 0)?;
                     loop {
                         match wait(tid)? {
-                            WaitStatus::Stopped { event: event::STOP, .. } => {
+                            WaitStatus::Stopped {
+                                event: event::STOP, ..
+                            } => {
                                 for s in held {
                                     let _ = sys::tgkill(pid, tid, s);
                                 }
@@ -521,7 +613,11 @@ pub fn leave_gadget(pid: i32, tid: i32, gadget: u64) -> io::Result<bool> {
                                 cont(tid, 0)?;
                             }
                             WaitStatus::Stopped { .. } => cont(tid, 0)?,
-                            st => return Err(io::Error::other(format!("thread {tid}: {st:?} leaving the gadget"))),
+                            st => {
+                                return Err(io::Error::other(format!(
+                                    "thread {tid}: {st:?} leaving the gadget"
+                                )))
+                            }
                         }
                     }
                 }
@@ -536,10 +632,16 @@ pub fn leave_gadget(pid: i32, tid: i32, gadget: u64) -> io::Result<bool> {
                 syscall(tid, 0)?;
             }
             WaitStatus::Stopped { .. } => syscall(tid, 0)?,
-            st => return Err(io::Error::other(format!("thread {tid}: {st:?} leaving the gadget"))),
+            st => {
+                return Err(io::Error::other(format!(
+                    "thread {tid}: {st:?} leaving the gadget"
+                )))
+            }
         }
     }
-    Err(io::Error::other(format!("thread {tid} did not leave the injection gadget")))
+    Err(io::Error::other(format!(
+        "thread {tid} did not leave the injection gadget"
+    )))
 }
 
 impl Injector {
@@ -555,12 +657,17 @@ impl Injector {
         if let Some((addr, _present)) = gadget_slot(pid, vdso_start, vdso_end)? {
             for (i, w) in GADGET.chunks_exact(8).enumerate() {
                 let word = u64::from_le_bytes(w.try_into().unwrap_or([0xcc; 8]));
-                sys::ptrace_poke(tid, addr + 8 * i as u64, word)
-                    .map_err(|e| io::Error::new(e.kind(), format!("writing the injection gadget: {e}")))?;
+                sys::ptrace_poke(tid, addr + 8 * i as u64, word).map_err(|e| {
+                    io::Error::new(e.kind(), format!("writing the injection gadget: {e}"))
+                })?;
             }
             gadget = Some(addr);
         }
-        Ok(Injector { pid, syscall_insn, gadget })
+        Ok(Injector {
+            pid,
+            syscall_insn,
+            gadget,
+        })
     }
 
     /// Put the vDSO padding back (zeros) through stopped tracee `tid`.
@@ -611,19 +718,29 @@ impl Injector {
             let lo = frame - SCRATCH_SIZE as u64;
             let region = (top - lo) as usize;
             let mut saved = vec![0u8; region];
-            let ok = matches!(sys::vm_read(self.pid, &mut saved, &[(lo, region)]), Ok(n) if n == region);
+            let ok =
+                matches!(sys::vm_read(self.pid, &mut saved, &[(lo, region)]), Ok(n) if n == region);
             if ok {
                 let live = live_restart_regs(&orig);
                 let mut img = vec![0u8; region];
                 let fr = (frame - lo) as usize;
-                img[fr..fr + RT_SIGFRAME_SIZE].copy_from_slice(&build_sigframe(&live, mask, fp_addr));
+                img[fr..fr + RT_SIGFRAME_SIZE]
+                    .copy_from_slice(&build_sigframe(&live, mask, fp_addr));
                 let fo = (fp_addr - lo) as usize;
                 img[fo..fo + fp.len()].copy_from_slice(&fp);
-                let w = sys::vm_write(self.pid, lo, &img)
-                    .map_err(|source| InjectError::Scratch { tid, addr: lo, source })?;
+                let w =
+                    sys::vm_write(self.pid, lo, &img).map_err(|source| InjectError::Scratch {
+                        tid,
+                        addr: lo,
+                        source,
+                    })?;
                 if w != region {
                     let _ = sys::vm_write(self.pid, lo, &saved[..w]);
-                    return Err(InjectError::Scratch { tid, addr: lo, source: io::Error::other("short write") });
+                    return Err(InjectError::Scratch {
+                        tid,
+                        addr: lo,
+                        source: io::Error::other("short write"),
+                    });
                 }
                 s.saved_stack = Some((lo, saved));
                 s.frame = frame;
@@ -702,7 +819,9 @@ impl Session {
                     self.running = false;
                     return Ok(());
                 }
-                WaitStatus::Stopped { event: event::STOP, .. } => {
+                WaitStatus::Stopped {
+                    event: event::STOP, ..
+                } => {
                     syscall(tid, 0).map_err(pt(tid, "PTRACE_SYSCALL"))?;
                 }
                 WaitStatus::Stopped { sig, event: 0 } => {
@@ -818,12 +937,20 @@ impl Session {
             let n = sys::vm_read(pid, &mut saved, &[(addr, len)])
                 .map_err(|source| InjectError::Scratch { tid, addr, source })?;
             if n != len {
-                return Err(InjectError::Scratch { tid, addr, source: io::Error::other("short read") });
+                return Err(InjectError::Scratch {
+                    tid,
+                    addr,
+                    source: io::Error::other("short read"),
+                });
             }
         }
         let mut init = vec![0u8; len];
         init[..input.len()].copy_from_slice(input);
-        sys::vm_write(pid, addr, &init).map_err(|source| InjectError::Scratch { tid, addr, source })?;
+        sys::vm_write(pid, addr, &init).map_err(|source| InjectError::Scratch {
+            tid,
+            addr,
+            source,
+        })?;
         self.scratch = Some((addr, len, keep.then_some(saved)));
         let r = self.start(nr, make_args(addr));
         if r.is_err() {
@@ -917,7 +1044,9 @@ impl Session {
         loop {
             let st = wait(tid).map_err(pt(tid, "waitpid"))?;
             match st {
-                WaitStatus::Stopped { event: event::STOP, .. } => break,
+                WaitStatus::Stopped {
+                    event: event::STOP, ..
+                } => break,
                 WaitStatus::Stopped { sig, event: 0 } => {
                     // Signal-delivery stop before the trap: hold it.
                     self.held.push(sig);
@@ -932,7 +1061,11 @@ impl Session {
             }
         }
         if let Some((addr, bytes)) = self.saved_stack.take() {
-            sys::vm_write(self.inj.pid, addr, &bytes).map_err(|source| InjectError::Scratch { tid, addr, source })?;
+            sys::vm_write(self.inj.pid, addr, &bytes).map_err(|source| InjectError::Scratch {
+                tid,
+                addr,
+                source,
+            })?;
         }
         for sig in std::mem::take(&mut self.held) {
             // Best effort: the original siginfo is lost, the signal is not.

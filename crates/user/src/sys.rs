@@ -114,7 +114,13 @@ fn cvt_int(r: libc::c_int) -> io::Result<libc::c_int> {
 pub unsafe fn ptrace(request: u32, tid: i32, addr: usize, data: usize) -> io::Result<i64> {
     // SAFETY: forwarded to the caller (see the function's contract).
     let r = unsafe {
-        libc::syscall(libc::SYS_ptrace, request as libc::c_long, tid as libc::c_long, addr, data)
+        libc::syscall(
+            libc::SYS_ptrace,
+            request as libc::c_long,
+            tid as libc::c_long,
+            addr,
+            data,
+        )
     };
     cvt(r)
 }
@@ -124,7 +130,14 @@ pub fn ptrace_peek(tid: i32, addr: u64) -> io::Result<u64> {
     let mut word: u64 = 0;
     // SAFETY: the raw syscall (not glibc's wrapper) stores the word at `data`,
     // which points to our local u64.
-    unsafe { ptrace(req::PEEKDATA, tid, addr as usize, &mut word as *mut u64 as usize) }?;
+    unsafe {
+        ptrace(
+            req::PEEKDATA,
+            tid,
+            addr as usize,
+            &mut word as *mut u64 as usize,
+        )
+    }?;
     Ok(word)
 }
 
@@ -156,7 +169,10 @@ impl WaitStatus {
         } else if libc::WIFSIGNALED(status) {
             WaitStatus::Signaled(libc::WTERMSIG(status))
         } else if libc::WIFSTOPPED(status) {
-            WaitStatus::Stopped { sig: libc::WSTOPSIG(status), event: (status >> 16) & 0xffff }
+            WaitStatus::Stopped {
+                sig: libc::WSTOPSIG(status),
+                event: (status >> 16) & 0xffff,
+            }
         } else {
             WaitStatus::Continued
         }
@@ -192,12 +208,21 @@ pub const IOV_MAX: usize = 1024;
 pub fn vm_read(pid: i32, local: &mut [u8], remote: &[(u64, usize)]) -> io::Result<usize> {
     let total: usize = remote.iter().map(|r| r.1).sum();
     if total > local.len() || remote.len() > IOV_MAX {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "vm_read: bad iovec sizes"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "vm_read: bad iovec sizes",
+        ));
     }
-    let liov = libc::iovec { iov_base: local.as_mut_ptr().cast(), iov_len: total };
+    let liov = libc::iovec {
+        iov_base: local.as_mut_ptr().cast(),
+        iov_len: total,
+    };
     let riov: Vec<libc::iovec> = remote
         .iter()
-        .map(|&(a, l)| libc::iovec { iov_base: a as usize as *mut libc::c_void, iov_len: l })
+        .map(|&(a, l)| libc::iovec {
+            iov_base: a as usize as *mut libc::c_void,
+            iov_len: l,
+        })
         .collect();
     // SAFETY: the local iovec covers `total` bytes of `local`, which we own
     // mutably; remote iovecs are only interpreted in the target's address space.
@@ -212,8 +237,14 @@ pub fn vm_read(pid: i32, local: &mut [u8], remote: &[(u64, usize)]) -> io::Resul
 
 /// process_vm_writev of one buffer to one remote address.
 pub fn vm_write(pid: i32, addr: u64, data: &[u8]) -> io::Result<usize> {
-    let liov = libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() };
-    let riov = libc::iovec { iov_base: addr as usize as *mut libc::c_void, iov_len: data.len() };
+    let liov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    let riov = libc::iovec {
+        iov_base: addr as usize as *mut libc::c_void,
+        iov_len: data.len(),
+    };
     // SAFETY: the local iovec covers `data` which the kernel only reads.
     let r = unsafe { libc::process_vm_writev(pid, &liov, 1, &riov, 1, 0) };
     if r < 0 {
@@ -244,7 +275,14 @@ pub fn pidfd_getfd(pidfd: &OwnedFd, fd: i32) -> io::Result<OwnedFd> {
 pub fn kcmp_file(pid: i32, fd1: i32, fd2: i32) -> io::Result<i32> {
     // SAFETY: plain integer arguments.
     let r = cvt(unsafe {
-        libc::syscall(libc::SYS_kcmp, pid, pid, KCMP_FILE, fd1 as libc::c_ulong, fd2 as libc::c_ulong)
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid,
+            pid,
+            KCMP_FILE,
+            fd1 as libc::c_ulong,
+            fd2 as libc::c_ulong,
+        )
     })?;
     Ok(r as i32)
 }
@@ -255,17 +293,30 @@ pub fn get_robust_list(tid: i32) -> io::Result<(u64, u64)> {
     let mut len: libc::size_t = 0;
     // SAFETY: both out-pointers point to locals of the right size.
     cvt(unsafe {
-        libc::syscall(libc::SYS_get_robust_list, tid, &mut head as *mut u64, &mut len as *mut libc::size_t)
+        libc::syscall(
+            libc::SYS_get_robust_list,
+            tid,
+            &mut head as *mut u64,
+            &mut len as *mut libc::size_t,
+        )
     })?;
     Ok((head, len as u64))
 }
 
 /// prlimit(pid, resource, NULL, &old): (cur, max).
 pub fn prlimit_get(pid: i32, resource: u32) -> io::Result<(u64, u64)> {
-    let mut old = libc::rlimit64 { rlim_cur: 0, rlim_max: 0 };
+    let mut old = libc::rlimit64 {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: no new limit is passed; `old` is a local rlimit64.
     cvt_int(unsafe {
-        libc::prlimit64(pid, resource as libc::__rlimit_resource_t, std::ptr::null(), &mut old)
+        libc::prlimit64(
+            pid,
+            resource as libc::__rlimit_resource_t,
+            std::ptr::null(),
+            &mut old,
+        )
     })?;
     Ok((old.rlim_cur, old.rlim_max))
 }
@@ -290,8 +341,12 @@ pub fn kernel_release() -> io::Result<String> {
     let mut u: libc::utsname = unsafe { std::mem::zeroed() };
     // SAFETY: `u` is a valid utsname to fill.
     cvt_int(unsafe { libc::uname(&mut u) })?;
-    let bytes: Vec<u8> =
-        u.release.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+    let bytes: Vec<u8> = u
+        .release
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
@@ -315,7 +370,8 @@ pub fn realtime_ns() -> u64 {
 }
 
 fn cpath(p: &OsStr) -> io::Result<CString> {
-    CString::new(p.as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
+    CString::new(p.as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
 }
 
 /// open(path, flags) returning an owned fd (O_CLOEXEC is always added).
@@ -361,7 +417,12 @@ pub fn fionread(fd: &impl AsRawFd) -> io::Result<usize> {
 }
 
 /// tee(2) without consuming the input pipe.
-pub fn tee(fd_in: &impl AsRawFd, fd_out: &impl AsRawFd, len: usize, flags: u32) -> io::Result<usize> {
+pub fn tee(
+    fd_in: &impl AsRawFd,
+    fd_out: &impl AsRawFd,
+    len: usize,
+    flags: u32,
+) -> io::Result<usize> {
     // SAFETY: integer arguments only.
     let r = unsafe { libc::tee(fd_in.as_raw_fd(), fd_out.as_raw_fd(), len, flags) };
     if r < 0 {
@@ -390,7 +451,14 @@ pub fn read(fd: &impl AsRawFd, buf: &mut [u8]) -> io::Result<usize> {
 pub fn pread(fd: &impl AsRawFd, buf: &mut [u8], off: u64) -> io::Result<usize> {
     loop {
         // SAFETY: buf is valid for writes of its length.
-        let r = unsafe { libc::pread64(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), off as i64) };
+        let r = unsafe {
+            libc::pread64(
+                fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                off as i64,
+            )
+        };
         if r < 0 {
             let e = io::Error::last_os_error();
             if e.raw_os_error() == Some(libc::EINTR) {
@@ -448,12 +516,19 @@ pub struct PageRegion {
 }
 
 /// _IOWR('f', 16, struct pm_scan_arg)
-const PAGEMAP_SCAN: u64 = (3 << 30) | ((std::mem::size_of::<PmScanArg>() as u64) << 16) | ((b'f' as u64) << 8) | 16;
+const PAGEMAP_SCAN: u64 =
+    (3 << 30) | ((std::mem::size_of::<PmScanArg>() as u64) << 16) | ((b'f' as u64) << 8) | 16;
 
 /// PAGEMAP_SCAN over `[start, end)` of the pagemap `fd`, filling `out`.
 /// `arg.start/end/vec/vec_len/size` are set here; the category masks come
 /// from the caller. Returns (regions filled, address where the walk ended).
-pub fn pagemap_scan(fd: &impl AsRawFd, arg: &mut PmScanArg, start: u64, end: u64, out: &mut [PageRegion]) -> io::Result<(usize, u64)> {
+pub fn pagemap_scan(
+    fd: &impl AsRawFd,
+    arg: &mut PmScanArg,
+    start: u64,
+    end: u64,
+    out: &mut [PageRegion],
+) -> io::Result<(usize, u64)> {
     arg.size = std::mem::size_of::<PmScanArg>() as u64;
     arg.start = start;
     arg.end = end;

@@ -31,14 +31,24 @@ fn finish_ok(w: &mut Running) {
 fn status_field(pid: i32, key: &str) -> String {
     let s = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     s.lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}:")).map(|v| v.trim().to_owned()))
+        .find_map(|l| {
+            l.strip_prefix(&format!("{key}:"))
+                .map(|v| v.trim().to_owned())
+        })
         .unwrap_or_default()
 }
 
 fn assert_running_untraced(pid: i32) {
     let state = status_field(pid, "State");
-    assert!(!state.starts_with('T') && !state.starts_with('t'), "process {pid} is stopped: State {state}");
-    assert_eq!(status_field(pid, "TracerPid"), "0", "process {pid} is still traced");
+    assert!(
+        !state.starts_with('T') && !state.starts_with('t'),
+        "process {pid} is stopped: State {state}"
+    );
+    assert_eq!(
+        status_field(pid, "TracerPid"),
+        "0",
+        "process {pid} is still traced"
+    );
 }
 
 fn tids(pid: i32) -> Vec<u32> {
@@ -51,19 +61,25 @@ fn tids(pid: i32) -> Vec<u32> {
 }
 
 fn rss_kb(pid: i32) -> u64 {
-    status_field(pid, "VmRSS").trim_end_matches("kB").trim().parse().unwrap_or(0)
+    status_field(pid, "VmRSS")
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap_or(0)
 }
 
 /// Checkpoint `pid` into `path`, LeaveRunning.
 fn dump_to(pid: i32, path: &Path) -> stasis_user::CheckpointStats {
     let f = fs::File::create(path).expect("create image");
-    let (frozen, _f, stats) = checkpoint(pid, f, None).unwrap_or_else(|e| panic!("checkpoint of {pid}: {e}"));
+    let (frozen, _f, stats) =
+        checkpoint(pid, f, None).unwrap_or_else(|e| panic!("checkpoint of {pid}: {e}"));
     frozen.release(After::LeaveRunning).expect("release");
     stats
 }
 
 fn parse(bytes: &[u8]) -> ProcessImage<'_> {
-    ProcessImage::parse(bytes, &ParseOptions::ALL).unwrap_or_else(|e| panic!("image does not parse: {e}"))
+    ProcessImage::parse(bytes, &ParseOptions::ALL)
+        .unwrap_or_else(|e| panic!("image does not parse: {e}"))
 }
 
 /// Checks shared by every image.
@@ -74,25 +90,57 @@ fn check_image(img: &ProcessImage<'_>, pid: i32, live_tids: &[u32]) {
     t.sort_unstable();
     assert_eq!(t, live_tids, "thread ids in the image vs /proc");
     assert_eq!(img.process.nr_threads as usize, live_tids.len());
-    let leader = img.threads.iter().find(|t| t.rec.flags & thread_flags::LEADER != 0).expect("leader");
+    let leader = img
+        .threads
+        .iter()
+        .find(|t| t.rec.flags & thread_flags::LEADER != 0)
+        .expect("leader");
     assert_eq!(leader.rec.tid, pid as u32);
     for th in &img.threads {
-        let x = th.xstate.as_ref().expect("every thread has an XSTATE record");
-        assert!(x.area.len() >= 576, "xstate area of {} too small", th.rec.tid);
+        let x = th
+            .xstate
+            .as_ref()
+            .expect("every thread has an XSTATE record");
+        assert!(
+            x.area.len() >= 576,
+            "xstate area of {} too small",
+            th.rec.tid
+        );
         assert_ne!(th.rec.regs.fs_base, 0, "fs_base of {}", th.rec.tid);
-        assert_ne!(th.rec.clear_child_tid, 0, "clear_child_tid of {}", th.rec.tid);
-        assert_eq!(th.rec.regs.orig_rax, u64::MAX, "orig_rax must be -1 in the image");
+        assert_ne!(
+            th.rec.clear_child_tid, 0,
+            "clear_child_tid of {}",
+            th.rec.tid
+        );
+        assert_eq!(
+            th.rec.regs.orig_rax,
+            u64::MAX,
+            "orig_rax must be -1 in the image"
+        );
     }
     assert_ne!(img.mm.rec.start_code, 0);
     assert_ne!(img.mm.rec.brk, 0);
     assert_ne!(img.mm.rec.vdso, 0);
     assert!(!img.mm.exe.is_empty());
-    assert!(img.vmas.iter().any(|v| v.rec.kind == vma_kind::VDSO && v.rec.start == img.mm.rec.vdso));
+    assert!(img
+        .vmas
+        .iter()
+        .any(|v| v.rec.kind == vma_kind::VDSO && v.rec.start == img.mm.rec.vdso));
     assert!(img.vmas.iter().any(|v| v.rec.kind == vma_kind::STACK));
     // Every page belongs to a saved kind.
     for p in &img.pages {
-        let v = img.vmas.iter().find(|v| v.rec.start == p.vma_start).expect("VMA of PAGES");
-        assert!(![vma_kind::VDSO, vma_kind::VVAR, vma_kind::VSYSCALL, vma_kind::FILE_SHARED].contains(&v.rec.kind));
+        let v = img
+            .vmas
+            .iter()
+            .find(|v| v.rec.start == p.vma_start)
+            .expect("VMA of PAGES");
+        assert!(![
+            vma_kind::VDSO,
+            vma_kind::VVAR,
+            vma_kind::VSYSCALL,
+            vma_kind::FILE_SHARED
+        ]
+        .contains(&v.rec.kind));
     }
 }
 
@@ -112,10 +160,21 @@ fn counters_image_matches_proc_and_workload_survives() {
     assert_eq!(stats.threads, live.len());
     assert_eq!(stats.vmas, img.vmas.len());
     let maps = fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
-    assert_eq!(img.vmas.len(), maps.lines().count(), "one VMA record per /proc maps line");
+    assert_eq!(
+        img.vmas.len(),
+        maps.lines().count(),
+        "one VMA record per /proc maps line"
+    );
     assert_eq!(img.rlimits.limits[libc::RLIMIT_NOFILE as usize].cur, {
         let l = fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
-        l.lines().find(|l| l.starts_with("Max open files")).unwrap().split_whitespace().nth(3).unwrap().parse::<u64>().unwrap()
+        l.lines()
+            .find(|l| l.starts_with("Max open files"))
+            .unwrap()
+            .split_whitespace()
+            .nth(3)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
     });
     finish_ok(&mut w);
 }
@@ -137,15 +196,29 @@ fn blocked_threads_get_the_restart_fixup() {
     for th in &img.threads {
         let r = &th.rec.regs;
         let rax = r.rax as i64;
-        assert!(!(-516..=-512).contains(&rax), "thread {} saved with rax {rax} (-ERESTART*)", th.rec.tid);
+        assert!(
+            !(-516..=-512).contains(&rax),
+            "thread {} saved with rax {rax} (-ERESTART*)",
+            th.rec.tid
+        );
         if th.rec.flags & thread_flags::SYSCALL_FIXED != 0 {
             fixed += 1;
             if rax != -(libc::EINTR as i64) {
                 // Restarted: rip points at the syscall instruction again.
                 let mut insn = [0u8; 2];
                 std::os::unix::fs::FileExt::read_exact_at(&mem, &mut insn, r.rip).unwrap();
-                assert_eq!(insn, [0x0f, 0x05], "thread {}: rip {:#x} is not at a syscall", th.rec.tid, r.rip);
-                assert!((0..512).contains(&rax), "thread {}: rax {rax} is not a syscall number", th.rec.tid);
+                assert_eq!(
+                    insn,
+                    [0x0f, 0x05],
+                    "thread {}: rip {:#x} is not at a syscall",
+                    th.rec.tid,
+                    r.rip
+                );
+                assert!(
+                    (0..512).contains(&rax),
+                    "thread {}: rax {rax} is not a syscall number",
+                    th.rec.tid
+                );
             }
         }
     }
@@ -165,13 +238,27 @@ fn untouched_reserve_is_not_read() {
     let stats = dump_to(pid, &img_path);
     let after = rss_kb(pid);
     assert_running_untraced(pid);
-    assert!(after <= before + 1024, "RSS grew from {before} kB to {after} kB");
-    assert!(stats.page_bytes < 256 << 20, "page bytes {} (reserve read?)", stats.page_bytes);
-    assert!(stats.page_bytes >= 32 << 20, "page bytes {} (touched memory missing?)", stats.page_bytes);
+    assert!(
+        after <= before + 1024,
+        "RSS grew from {before} kB to {after} kB"
+    );
+    assert!(
+        stats.page_bytes < 256 << 20,
+        "page bytes {} (reserve read?)",
+        stats.page_bytes
+    );
+    assert!(
+        stats.page_bytes >= 32 << 20,
+        "page bytes {} (touched memory missing?)",
+        stats.page_bytes
+    );
     let bytes = fs::read(&img_path).unwrap();
     let img = parse(&bytes);
     check_image(&img, pid, &live);
-    assert!(img.vmas.iter().any(|v| v.rec.kind == vma_kind::ANON_SHARED && v.rec.shm_id != 0));
+    assert!(img
+        .vmas
+        .iter()
+        .any(|v| v.rec.kind == vma_kind::ANON_SHARED && v.rec.shm_id != 0));
     finish_ok(&mut w);
 }
 
@@ -214,7 +301,10 @@ fn files_and_pipes_are_recorded() {
     // A dup()ed pair shares its file_id.
     let mut ids: Vec<u32> = img.files.iter().map(|f| f.rec.file_id).collect();
     ids.sort_unstable();
-    assert!(ids.windows(2).any(|w| w[0] == w[1]), "dup()ed fds share a file_id");
+    assert!(
+        ids.windows(2).any(|w| w[0] == w[1]),
+        "dup()ed fds share a file_id"
+    );
     finish_ok(&mut w);
 }
 
@@ -254,10 +344,17 @@ fn pipe_data_is_saved_without_consuming_it() {
     let bytes = fs::read(&p).unwrap();
     let img = parse(&bytes);
     let want = b"hello pipe".repeat(100);
-    let (id, _) = img.pipe_data.iter().find(|(_, d)| *d == want.as_slice()).expect("pipe data in the image");
+    let (id, _) = img
+        .pipe_data
+        .iter()
+        .find(|(_, d)| *d == want.as_slice())
+        .expect("pipe data in the image");
     let ends: Vec<_> = img.pipes.iter().filter(|p| p.rec.pipe_id == *id).collect();
     assert_eq!(ends.len(), 2, "both ends of the pipe share its pipe_id");
-    assert!(c.wait().unwrap().success(), "the pipe data was consumed by the checkpoint");
+    assert!(
+        c.wait().unwrap().success(),
+        "the pipe data was consumed by the checkpoint"
+    );
 }
 
 #[test]
@@ -275,7 +372,10 @@ fn socket_is_refused_and_target_runs_on() {
     };
     let msg = err.to_string();
     assert!(matches!(err, DumpError::Unsupported { .. }), "{msg}");
-    assert!(msg.contains("socket:[") && msg.contains("fd "), "unclear error: {msg}");
+    assert!(
+        msg.contains("socket:[") && msg.contains("fd "),
+        "unclear error: {msg}"
+    );
     assert_running_untraced(pid);
     assert!(c.try_wait().unwrap().is_none(), "target died");
     c.kill().unwrap();
@@ -329,8 +429,18 @@ fn dropping_frozen_leaves_running() {
 
 fn dump_one_exe() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let p = exe.parent().unwrap().parent().unwrap().join("examples").join("dump_one");
-    assert!(p.exists(), "{} missing (cargo test builds examples)", p.display());
+    let p = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join("dump_one");
+    assert!(
+        p.exists(),
+        "{} missing (cargo test builds examples)",
+        p.display()
+    );
     p
 }
 
@@ -343,15 +453,24 @@ fn wait_untraced(pid: i32, what: &str) {
         let states: Vec<String> = tids(pid)
             .into_iter()
             .map(|t| {
-                let s = fs::read_to_string(format!("/proc/{pid}/task/{t}/status")).unwrap_or_default();
-                s.lines().find(|l| l.starts_with("State:")).unwrap_or("").to_owned()
+                let s =
+                    fs::read_to_string(format!("/proc/{pid}/task/{t}/status")).unwrap_or_default();
+                s.lines()
+                    .find(|l| l.starts_with("State:"))
+                    .unwrap_or("")
+                    .to_owned()
             })
             .collect();
-        let stopped = states.iter().any(|s| s.contains("T (") || s.contains("t ("));
+        let stopped = states
+            .iter()
+            .any(|s| s.contains("T (") || s.contains("t ("));
         if !stopped && tracer == "0" {
             return;
         }
-        assert!(t0.elapsed() < Duration::from_secs(2), "{what}: TracerPid {tracer}, threads {states:?}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "{what}: TracerPid {tracer}, threads {states:?}"
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
 }
@@ -369,7 +488,15 @@ fn killed_checkpointer_leaves_target_running() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = start(name, dir.path(), &[]);
         let pid = w.pid() as i32;
-        let phases = ["", "frozen", "checked children", "threads read", "injections done", "pagemap scanned", "image written"];
+        let phases = [
+            "",
+            "frozen",
+            "checked children",
+            "threads read",
+            "injections done",
+            "pagemap scanned",
+            "image written",
+        ];
         let mut kills = 0;
         for (pi, phase) in phases.iter().enumerate() {
             for extra_us in [0u64, 100, 300, 700, 1500, 3000] {
@@ -397,7 +524,10 @@ fn killed_checkpointer_leaves_target_running() {
                 c.kill().unwrap(); // SIGKILL
                 c.wait().unwrap();
                 kills += 1;
-                wait_untraced(pid, &format!("{name}: checkpointer killed at {phase:?} + {extra_us} us"));
+                wait_untraced(
+                    pid,
+                    &format!("{name}: checkpointer killed at {phase:?} + {extra_us} us"),
+                );
             }
         }
         assert_running_untraced(pid);
@@ -426,7 +556,10 @@ fn vdso_range(pid: i32) -> (u64, u64) {
     let l = maps.lines().find(|l| l.ends_with("[vdso]")).unwrap();
     let r = l.split_whitespace().next().unwrap();
     let (a, b) = r.split_once('-').unwrap();
-    (u64::from_str_radix(a, 16).unwrap(), u64::from_str_radix(b, 16).unwrap())
+    (
+        u64::from_str_radix(a, 16).unwrap(),
+        u64::from_str_radix(b, 16).unwrap(),
+    )
 }
 
 /// The tracer "dies" in the middle of an injection session in every thread
@@ -481,7 +614,11 @@ fn stopped_target_stays_stopped() {
     let p = dir.path().join("img");
     dump_to(pid, &p);
     std::thread::sleep(Duration::from_millis(100));
-    assert!(status_field(pid, "State").starts_with('T'), "no longer stopped: {}", status_field(pid, "State"));
+    assert!(
+        status_field(pid, "State").starts_with('T'),
+        "no longer stopped: {}",
+        status_field(pid, "State")
+    );
     assert_eq!(status_field(pid, "TracerPid"), "0");
     let bytes = fs::read(&p).unwrap();
     check_image(&parse(&bytes), pid, &live);
@@ -526,7 +663,11 @@ fn shared_anon_pages_not_in_page_tables_are_saved() {
     dump_to(pid, &p);
     let bytes = fs::read(&p).unwrap();
     let img = parse(&bytes);
-    let v = img.vmas.iter().find(|v| v.rec.start <= addr && addr < v.rec.end).expect("VMA of the mapping");
+    let v = img
+        .vmas
+        .iter()
+        .find(|v| v.rec.start <= addr && addr < v.rec.end)
+        .expect("VMA of the mapping");
     assert_eq!(v.rec.kind, vma_kind::ANON_SHARED);
     assert_ne!(v.rec.shm_id, 0);
     // Collect the saved pages of that VMA.
@@ -535,13 +676,17 @@ fn shared_anon_pages_not_in_page_tables_are_saved() {
         let mut off = 0usize;
         for r in &pg.runs {
             for i in 0..r.nr_pages {
-                found.insert(r.addr + i * 4096, pg.data[off] );
+                found.insert(r.addr + i * 4096, pg.data[off]);
                 off += 4096;
             }
         }
     }
     for i in 0..8u64 {
-        assert_eq!(found.get(&(addr + i * 4096)), Some(&(65 + i as u8)), "page {i} of the shared mapping");
+        assert_eq!(
+            found.get(&(addr + i * 4096)),
+            Some(&(65 + i as u8)),
+            "page {i} of the shared mapping"
+        );
     }
     c.kill().unwrap();
     c.wait().unwrap();
@@ -568,7 +713,11 @@ fn zeroed_private_file_page_is_saved() {
     dump_to(pid, &p);
     let bytes = fs::read(&p).unwrap();
     let img = parse(&bytes);
-    let v = img.vmas.iter().find(|v| v.rec.start <= addr && addr < v.rec.end).expect("VMA");
+    let v = img
+        .vmas
+        .iter()
+        .find(|v| v.rec.start <= addr && addr < v.rec.end)
+        .expect("VMA");
     assert_eq!(v.rec.kind, vma_kind::FILE_PRIVATE);
     let mut saved = std::collections::BTreeMap::new();
     for pg in img.pages.iter().filter(|pg| pg.vma_start == v.rec.start) {
@@ -580,8 +729,15 @@ fn zeroed_private_file_page_is_saved() {
             }
         }
     }
-    assert!(!saved.contains_key(&addr), "an untouched file page was saved");
-    assert_eq!(saved.get(&(addr + 4096)).map(|p| p.iter().all(|&b| b == 0)), Some(true), "zeroed page missing");
+    assert!(
+        !saved.contains_key(&addr),
+        "an untouched file page was saved"
+    );
+    assert_eq!(
+        saved.get(&(addr + 4096)).map(|p| p.iter().all(|&b| b == 0)),
+        Some(true),
+        "zeroed page missing"
+    );
     assert_eq!(saved.get(&(addr + 8192)).map(|p| p[0]), Some(b'x'));
     assert!(!saved.contains_key(&(addr + 3 * 4096)));
     c.kill().unwrap();
@@ -593,7 +749,14 @@ fn cc(dir: &Path, name: &str, src: &str) -> PathBuf {
     let c = dir.join(format!("{name}.c"));
     let exe = dir.join(name);
     fs::write(&c, src).unwrap();
-    let st = Command::new("cc").arg("-O1").arg("-pthread").arg("-o").arg(&exe).arg(&c).status().expect("cc");
+    let st = Command::new("cc")
+        .arg("-O1")
+        .arg("-pthread")
+        .arg("-o")
+        .arg(&exe)
+        .arg(&c)
+        .status()
+        .expect("cc");
     assert!(st.success(), "cc failed");
     exe
 }
@@ -635,7 +798,11 @@ int main(void) {
 fn timers_sigactions_and_altstack_are_read() {
     let dir = tempfile::tempdir().unwrap();
     let exe = cc(dir.path(), "timers", TIMERS_C);
-    let mut c = Command::new(&exe).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut c = Command::new(&exe)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let line = wait_line(&mut c);
     let mut it = line.split_whitespace();
     let alt = u64::from_str_radix(it.next().unwrap().trim_start_matches("0x"), 16).unwrap();
@@ -651,7 +818,11 @@ fn timers_sigactions_and_altstack_are_read() {
     assert_ne!(a.flags & libc::SA_ONSTACK as u64, 0);
     assert_ne!(a.restorer, 0, "glibc sets SA_RESTORER");
     assert_eq!(a.mask, 1 << (libc::SIGUSR2 - 1));
-    assert_eq!(img.sigactions.actions[libc::SIGPIPE as usize - 1].handler, 1, "SIGPIPE ignored");
+    assert_eq!(
+        img.sigactions.actions[libc::SIGPIPE as usize - 1].handler,
+        1,
+        "SIGPIPE ignored"
+    );
     let th = &img.threads[0].rec;
     assert_eq!(th.altstack_sp, alt);
     assert_eq!(th.altstack_size, 65536);
@@ -661,9 +832,17 @@ fn timers_sigactions_and_altstack_are_read() {
     assert_eq!(t.sigev_signo, libc::SIGRTMIN() as u32);
     assert_eq!(t.sigev_value, 0x1234);
     assert_eq!(t.timer.interval_ns, 50_000_000_000);
-    assert!(t.timer.value_ns > 90_000_000_000 && t.timer.value_ns <= 100_000_000_000, "{}", t.timer.value_ns);
+    assert!(
+        t.timer.value_ns > 90_000_000_000 && t.timer.value_ns <= 100_000_000_000,
+        "{}",
+        t.timer.value_ns
+    );
     let r = img.itimers.real;
-    assert!(r.value_ns > 190_000_000_000 && r.value_ns <= 200_000_000_000, "{}", r.value_ns);
+    assert!(
+        r.value_ns > 190_000_000_000 && r.value_ns <= 200_000_000_000,
+        "{}",
+        r.value_ns
+    );
     assert_running_untraced(pid);
     c.kill().unwrap();
     c.wait().unwrap();
@@ -718,12 +897,19 @@ fn deleted_file_mapping_needs_an_open_fd() {
                     .iter()
                     .find(|v| v.rec.flags & stasis_image::records::vma_flags::FILE_DELETED != 0)
                     .expect("deleted-file VMA");
-                let fdf = img.files.iter().find(|x| x.rec.ino == v.rec.ino && x.rec.dev == v.rec.dev).expect("its fd");
+                let fdf = img
+                    .files
+                    .iter()
+                    .find(|x| x.rec.ino == v.rec.ino && x.rec.dev == v.rec.dev)
+                    .expect("its fd");
                 assert_eq!(fdf.data.map(|d| d.len()), Some(8192));
             }
             (false, Err(e)) => {
                 let msg = e.to_string();
-                assert!(msg.contains("deleted file") && msg.contains("mapping"), "unclear: {msg}");
+                assert!(
+                    msg.contains("deleted file") && msg.contains("mapping"),
+                    "unclear: {msg}"
+                );
             }
             (k, Ok(_)) => panic!("keep_fd={k}: checkpoint should have been refused"),
             (k, Err(e)) => panic!("keep_fd={k}: {e}"),
@@ -760,21 +946,33 @@ int main(void) {
 fn memfd_is_saved_with_its_contents() {
     let dir = tempfile::tempdir().unwrap();
     let exe = cc(dir.path(), "memfd", MEMFD_C);
-    let mut c = Command::new(&exe).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut c = Command::new(&exe)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     assert_eq!(wait_line(&mut c).trim(), "ready");
     let pid = c.id() as i32;
     let p = dir.path().join("img");
     dump_to(pid, &p);
     let bytes = fs::read(&p).unwrap();
     let img = parse(&bytes);
-    let f = img.files.iter().find(|f| f.rec.kind == stasis_image::records::file_kind::MEMFD).expect("memfd fd");
+    let f = img
+        .files
+        .iter()
+        .find(|f| f.rec.kind == stasis_image::records::file_kind::MEMFD)
+        .expect("memfd fd");
     assert!(f.path.starts_with(b"/memfd:stasis-test"));
     assert_eq!(f.rec.pos, 100);
     let d = f.data.expect("memfd contents");
     assert_eq!(d.len(), 3 * 4096);
     assert_eq!(d[4096], b'M');
     assert_eq!(d[0], b'm');
-    let v = img.vmas.iter().find(|v| v.path.starts_with(b"/memfd:")).expect("memfd mapping");
+    let v = img
+        .vmas
+        .iter()
+        .find(|v| v.path.starts_with(b"/memfd:"))
+        .expect("memfd mapping");
     assert_eq!(v.rec.kind, vma_kind::FILE_SHARED);
     assert_eq!((v.rec.dev, v.rec.ino), (f.rec.dev, f.rec.ino));
     assert_running_untraced(pid);
@@ -803,13 +1001,21 @@ fn pagemap_scan_matches_pagemap_reads() {
     }
     let runs = |b: &[u8]| -> Vec<(u64, u64, u64)> {
         let img = parse(b);
-        let shared: Vec<u64> =
-            img.vmas.iter().filter(|v| v.rec.kind == vma_kind::ANON_SHARED).map(|v| v.rec.start).collect();
+        let shared: Vec<u64> = img
+            .vmas
+            .iter()
+            .filter(|v| v.rec.kind == vma_kind::ANON_SHARED)
+            .map(|v| v.rec.start)
+            .collect();
         let mut v: Vec<(u64, u64, u64)> = img
             .pages
             .iter()
             .filter(|p| !shared.contains(&p.vma_start))
-            .flat_map(|p| p.runs.iter().map(move |r| (p.vma_start, r.addr, r.nr_pages)))
+            .flat_map(|p| {
+                p.runs
+                    .iter()
+                    .map(move |r| (p.vma_start, r.addr, r.nr_pages))
+            })
             .collect();
         v.sort_unstable();
         v
@@ -843,7 +1049,11 @@ int main(void) {
 fn thread_churn_during_freeze() {
     let dir = tempfile::tempdir().unwrap();
     let exe = cc(dir.path(), "spawner", SPAWNER_C);
-    let mut c = Command::new(&exe).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut c = Command::new(&exe)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     assert_eq!(wait_line(&mut c).trim(), "ready");
     let pid = c.id() as i32;
     let mut ok = 0;

@@ -44,7 +44,12 @@ fn refuse(pid: i32, fd: i32, link: &[u8], reason: &str) -> DumpError {
 }
 
 fn ferr(pid: i32, fd: i32, step: &'static str) -> impl FnOnce(io::Error) -> DumpError {
-    move |source| DumpError::Fd { pid, fd, step, source }
+    move |source| DumpError::Fd {
+        pid,
+        fd,
+        step,
+        source,
+    }
 }
 
 /// Terminal devices: /dev/tty* (major 4), /dev/tty and /dev/console (5,0 / 5,1),
@@ -72,10 +77,17 @@ pub(crate) fn collect(pid: i32) -> Result<Files, DumpError> {
         let lp = proc::pid_path(pid, &format!("fd/{fd}"));
         let link = proc::readlink(&lp).map_err(ferr(pid, fd, "readlink"))?;
         if link.starts_with(b"socket:") {
-            return Err(refuse(pid, fd, &link, "sockets are not supported by the user engine yet"));
+            return Err(refuse(
+                pid,
+                fd,
+                &link,
+                "sockets are not supported by the user engine yet",
+            ));
         }
         if let Some(rest) = link.strip_prefix(b"anon_inode:") {
-            let what = String::from_utf8_lossy(rest).trim_matches(|c| c == '[' || c == ']').to_owned();
+            let what = String::from_utf8_lossy(rest)
+                .trim_matches(|c| c == '[' || c == ']')
+                .to_owned();
             return Err(refuse(
                 pid,
                 fd,
@@ -85,7 +97,11 @@ pub(crate) fn collect(pid: i32) -> Result<Files, DumpError> {
         }
         let info = proc::fdinfo(pid, fd).map_err(ferr(pid, fd, "reading fdinfo"))?;
         let st = sys::stat(lp.as_os_str()).map_err(ferr(pid, fd, "stat"))?;
-        let fd_flags = if info.flags & libc::O_CLOEXEC as u32 != 0 { libc::FD_CLOEXEC as u32 } else { 0 };
+        let fd_flags = if info.flags & libc::O_CLOEXEC as u32 != 0 {
+            libc::FD_CLOEXEC as u32
+        } else {
+            0
+        };
         let open_flags = info.flags & !(libc::O_CLOEXEC as u32);
         let (dev, ino) = (st.st_dev, st.st_ino);
         // Same open file description as an earlier fd?
@@ -97,7 +113,14 @@ pub(crate) fn collect(pid: i32) -> Result<Files, DumpError> {
                     break;
                 }
                 Ok(_) => {}
-                Err(e) => return Err(DumpError::Fd { pid, fd, step: "kcmp(KCMP_FILE)", source: e }),
+                Err(e) => {
+                    return Err(DumpError::Fd {
+                        pid,
+                        fd,
+                        step: "kcmp(KCMP_FILE)",
+                        source: e,
+                    })
+                }
             }
         }
         let first_of_file = file_id == 0;
@@ -105,7 +128,12 @@ pub(crate) fn collect(pid: i32) -> Result<Files, DumpError> {
             file_id = next_file_id;
             next_file_id += 1;
         }
-        seen.push(Seen { fd, dev, ino, file_id });
+        seen.push(Seen {
+            fd,
+            dev,
+            ino,
+            file_id,
+        });
 
         let fmt = st.st_mode & libc::S_IFMT;
         if fmt == libc::S_IFIFO {
@@ -144,12 +172,26 @@ pub(crate) fn collect(pid: i32) -> Result<Files, DumpError> {
         let (kind, mut path) = match fmt {
             libc::S_IFREG if memfd => {
                 if st.st_size as u64 > MAX_DELETED_FILE {
-                    return Err(refuse(pid, fd, &link, "memfd too large to copy into the image"));
+                    return Err(refuse(
+                        pid,
+                        fd,
+                        &link,
+                        "memfd too large to copy into the image",
+                    ));
                 }
-                let f = sys::open(lp.as_os_str(), libc::O_RDONLY).map_err(ferr(pid, fd, "opening the memfd"))?;
+                let f = sys::open(lp.as_os_str(), libc::O_RDONLY).map_err(ferr(
+                    pid,
+                    fd,
+                    "opening the memfd",
+                ))?;
                 let seals = sys::fcntl_int(&f, libc::F_GET_SEALS, 0).unwrap_or(0);
                 if seals & !libc::F_SEAL_SEAL != 0 {
-                    return Err(refuse(pid, fd, &link, "sealed memfds are not supported (the seals could not be restored)"));
+                    return Err(refuse(
+                        pid,
+                        fd,
+                        &link,
+                        "sealed memfds are not supported (the seals could not be restored)",
+                    ));
                 }
                 (file_kind::MEMFD, link.clone())
             }
@@ -158,7 +200,12 @@ pub(crate) fn collect(pid: i32) -> Result<Files, DumpError> {
             libc::S_IFCHR => {
                 let (ma, mi) = (libc::major(st.st_rdev), libc::minor(st.st_rdev));
                 if ma == 5 && mi == 2 {
-                    return Err(refuse(pid, fd, &link, "pty masters (/dev/ptmx) are not supported"));
+                    return Err(refuse(
+                        pid,
+                        fd,
+                        &link,
+                        "pty masters (/dev/ptmx) are not supported",
+                    ));
                 }
                 if is_tty(st.st_rdev) {
                     (file_kind::TTY, link.clone())
@@ -167,7 +214,14 @@ pub(crate) fn collect(pid: i32) -> Result<Files, DumpError> {
                 }
             }
             libc::S_IFBLK => (file_kind::BLOCK_DEVICE, link.clone()),
-            libc::S_IFSOCK => return Err(refuse(pid, fd, &link, "sockets are not supported by the user engine yet")),
+            libc::S_IFSOCK => {
+                return Err(refuse(
+                    pid,
+                    fd,
+                    &link,
+                    "sockets are not supported by the user engine yet",
+                ))
+            }
             _ => return Err(refuse(pid, fd, &link, "unknown kind of file")),
         };
         let mut fflags = 0;
@@ -181,9 +235,19 @@ pub(crate) fn collect(pid: i32) -> Result<Files, DumpError> {
                 data = Some(read_deleted(pid, fd, &lp, st.st_size as u64)?);
             }
         } else if kind != file_kind::TTY && !path.starts_with(b"/") {
-            return Err(refuse(pid, fd, &link, "the file has no path that could be reopened"));
+            return Err(refuse(
+                pid,
+                fd,
+                &link,
+                "the file has no path that could be reopened",
+            ));
         } else if path.ends_with(b" (deleted)") {
-            return Err(refuse(pid, fd, &link, "the file was deleted and is not a regular file"));
+            return Err(refuse(
+                pid,
+                fd,
+                &link,
+                "the file was deleted and is not a regular file",
+            ));
         }
         out.files.push(FileOut {
             rec: FdFileRec {
@@ -212,7 +276,11 @@ pub(crate) fn collect(pid: i32) -> Result<Files, DumpError> {
 /// open our own read end through /proc/PID/fd/N (non-blocking, so the
 /// target's file description is untouched), then tee(2) into a pipe of ours.
 fn pipe_contents(pid: i32, fd: i32, lp: &std::path::Path) -> Result<(u32, Vec<u8>), DumpError> {
-    let rd = sys::open(lp.as_os_str(), libc::O_RDONLY | libc::O_NONBLOCK).map_err(ferr(pid, fd, "opening the pipe"))?;
+    let rd = sys::open(lp.as_os_str(), libc::O_RDONLY | libc::O_NONBLOCK).map_err(ferr(
+        pid,
+        fd,
+        "opening the pipe",
+    ))?;
     let cap = sys::fcntl_int(&rd, libc::F_GETPIPE_SZ, 0).map_err(ferr(pid, fd, "F_GETPIPE_SZ"))?;
     let avail = sys::fionread(&rd).map_err(ferr(pid, fd, "FIONREAD"))?;
     if avail == 0 {
@@ -220,13 +288,16 @@ fn pipe_contents(pid: i32, fd: i32, lp: &std::path::Path) -> Result<(u32, Vec<u8
     }
     let (our_r, our_w) = sys::pipe(libc::O_NONBLOCK).map_err(ferr(pid, fd, "pipe"))?;
     let want = (avail.max(cap as usize)) as i32;
-    let got_sz = sys::fcntl_int(&our_w, libc::F_SETPIPE_SZ, want).map_err(ferr(pid, fd, "F_SETPIPE_SZ"))?;
+    let got_sz =
+        sys::fcntl_int(&our_w, libc::F_SETPIPE_SZ, want).map_err(ferr(pid, fd, "F_SETPIPE_SZ"))?;
     if (got_sz as usize) < avail {
         return Err(DumpError::Fd {
             pid,
             fd,
             step: "copying pipe data",
-            source: io::Error::other(format!("{avail} bytes buffered but only a {got_sz}-byte pipe available")),
+            source: io::Error::other(format!(
+                "{avail} bytes buffered but only a {got_sz}-byte pipe available"
+            )),
         });
     }
     let n = sys::tee(&rd, &our_w, avail, libc::SPLICE_F_NONBLOCK).map_err(ferr(pid, fd, "tee"))?;
@@ -264,7 +335,11 @@ fn read_deleted(pid: i32, fd: i32, lp: &std::path::Path, size: u64) -> Result<Ve
     let mut data = vec![0u8; size as usize];
     let mut got = 0usize;
     while got < data.len() {
-        let r = sys::pread(&f, &mut data[got..], got as u64).map_err(ferr(pid, fd, "reading the deleted file"))?;
+        let r = sys::pread(&f, &mut data[got..], got as u64).map_err(ferr(
+            pid,
+            fd,
+            "reading the deleted file",
+        ))?;
         if r == 0 {
             break;
         }

@@ -26,14 +26,23 @@ pub(crate) struct Tracer {
 }
 
 fn attach_err(pid: i32, tid: i32, source: io::Error) -> DumpError {
-    DumpError::Attach { pid, tid, source, note: String::new() }
+    DumpError::Attach {
+        pid,
+        tid,
+        source,
+        note: String::new(),
+    }
 }
 
 impl Tracer {
     /// Seize and interrupt every thread of `pid` until all are stopped and
     /// /proc/PID/task shows no other thread.
     pub fn freeze(pid: i32) -> Result<Tracer, DumpError> {
-        let mut t = Tracer { pid, threads: Vec::new(), released: false };
+        let mut t = Tracer {
+            pid,
+            threads: Vec::new(),
+            released: false,
+        };
         let me = sys::gettid();
         for _round in 0..1000 {
             let tids = crate::proc::tasks(pid).map_err(|e| {
@@ -51,7 +60,10 @@ impl Tracer {
                 }
                 match ptrace::seize(tid, ptrace::SEIZE_OPTIONS) {
                     Ok(()) => {
-                        t.threads.push(Tracee { tid, stopped: false });
+                        t.threads.push(Tracee {
+                            tid,
+                            stopped: false,
+                        });
                         new = true;
                         if let Err(e) = ptrace::interrupt(tid) {
                             if e.raw_os_error() != Some(libc::ESRCH) {
@@ -63,15 +75,24 @@ impl Tracer {
                     Err(e) if e.raw_os_error() == Some(libc::EPERM) && traced_by(pid, tid, me) => {
                         // Auto-attached through PTRACE_O_TRACECLONE: its first
                         // stop (PTRACE_EVENT_STOP) is on its way.
-                        t.threads.push(Tracee { tid, stopped: false });
+                        t.threads.push(Tracee {
+                            tid,
+                            stopped: false,
+                        });
                         new = true;
                     }
                     Err(e) => {
-                        let note = match crate::proc::Status::read(pid).and_then(|s| s.num("TracerPid")) {
-                            Ok(tp) if tp != 0 => format!(" (already traced by {tp})"),
-                            _ => String::new(),
-                        };
-                        return Err(DumpError::Attach { pid, tid, source: e, note });
+                        let note =
+                            match crate::proc::Status::read(pid).and_then(|s| s.num("TracerPid")) {
+                                Ok(tp) if tp != 0 => format!(" (already traced by {tp})"),
+                                _ => String::new(),
+                            };
+                        return Err(DumpError::Attach {
+                            pid,
+                            tid,
+                            source: e,
+                            note,
+                        });
                     }
                 }
             }
@@ -96,7 +117,11 @@ impl Tracer {
                 }
             }
         }
-        Err(DumpError::io(pid, "freezing", io::Error::other("the set of threads never became stable")))
+        Err(DumpError::io(
+            pid,
+            "freezing",
+            io::Error::other("the set of threads never became stable"),
+        ))
     }
 
     fn has(&self, tid: i32) -> bool {
@@ -125,18 +150,28 @@ impl Tracer {
                 Err(e) => return Err(attach_err(pid, tid, e)),
             };
             match st {
-                WaitStatus::Stopped { event: event::STOP, .. } => {
+                WaitStatus::Stopped {
+                    event: event::STOP, ..
+                } => {
                     self.threads[i].stopped = true;
                     return Ok(());
                 }
-                WaitStatus::Stopped { event: event::CLONE, .. } => {
+                WaitStatus::Stopped {
+                    event: event::CLONE,
+                    ..
+                } => {
                     let new = ptrace::event_msg(tid).map_err(|e| attach_err(pid, tid, e))? as i32;
                     if new > 0 && !self.has(new) {
-                        self.threads.push(Tracee { tid: new, stopped: false });
+                        self.threads.push(Tracee {
+                            tid: new,
+                            stopped: false,
+                        });
                     }
                     self.resume_toward_stop(tid, 0)?;
                 }
-                WaitStatus::Stopped { event: event::EXEC, .. } => {
+                WaitStatus::Stopped {
+                    event: event::EXEC, ..
+                } => {
                     // Mark it stopped so the drop detaches it.
                     self.threads[i].stopped = true;
                     return Err(DumpError::Unsupported {
@@ -172,13 +207,18 @@ impl Tracer {
         }
         self.released = true;
         if stop {
-            sys::kill(self.pid, libc::SIGSTOP).map_err(|e| DumpError::io(self.pid, "sending SIGSTOP", e))?;
+            sys::kill(self.pid, libc::SIGSTOP)
+                .map_err(|e| DumpError::io(self.pid, "sending SIGSTOP", e))?;
         }
         let mut first_err = None;
         for x in std::mem::take(&mut self.threads) {
             if let Err(e) = detach_one(x) {
                 if first_err.is_none() {
-                    first_err = Some(DumpError::Detach { pid: self.pid, tid: x.tid, source: e });
+                    first_err = Some(DumpError::Detach {
+                        pid: self.pid,
+                        tid: x.tid,
+                        source: e,
+                    });
                 }
             }
         }
@@ -198,7 +238,10 @@ impl Tracer {
         // the code that reaps our children.
         // SAFETY: getpid has no arguments.
         let me = unsafe { libc::getpid() };
-        let parent_is_us = crate::proc::Stat::read(self.pid).and_then(|s| s.i64(4)).ok() == Some(i64::from(me));
+        let parent_is_us = crate::proc::Stat::read(self.pid)
+            .and_then(|s| s.i64(4))
+            .ok()
+            == Some(i64::from(me));
         let r = sys::kill(self.pid, libc::SIGKILL);
         for x in std::mem::take(&mut self.threads) {
             if parent_is_us && x.tid == self.pid {
@@ -208,7 +251,9 @@ impl Tracer {
             // traced zombie lingers (the real parent reaps the process).
             for _ in 0..100 {
                 match sys::waitpid(x.tid, 0) {
-                    Ok(Some((_, WaitStatus::Exited(_) | WaitStatus::Signaled(_)))) | Err(_) => break,
+                    Ok(Some((_, WaitStatus::Exited(_) | WaitStatus::Signaled(_)))) | Err(_) => {
+                        break
+                    }
                     Ok(_) => continue,
                 }
             }

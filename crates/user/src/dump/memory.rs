@@ -52,7 +52,12 @@ pub(crate) struct Vma {
 fn unsupported(pid: i32, m: &MapEntry, reason: &str) -> DumpError {
     DumpError::Unsupported {
         pid,
-        what: format!("mapping {:#x}-{:#x} {}", m.start, m.end, String::from_utf8_lossy(&m.path)),
+        what: format!(
+            "mapping {:#x}-{:#x} {}",
+            m.start,
+            m.end,
+            String::from_utf8_lossy(&m.path)
+        ),
         reason: reason.to_owned(),
     }
 }
@@ -62,7 +67,11 @@ fn unsupported(pid: i32, m: &MapEntry, reason: &str) -> DumpError {
 pub(crate) type DeletedFd = (u64, u64, u32);
 
 /// Classify the VMAs of `pid`; refuses mappings that cannot be restored.
-pub(crate) fn vmas(pid: i32, maps: &[MapEntry], deleted_fds: &[DeletedFd]) -> Result<Vec<Vma>, DumpError> {
+pub(crate) fn vmas(
+    pid: i32,
+    maps: &[MapEntry],
+    deleted_fds: &[DeletedFd],
+) -> Result<Vec<Vma>, DumpError> {
     let mut out = Vec::with_capacity(maps.len());
     for m in maps {
         let p = m.path.as_slice();
@@ -83,10 +92,18 @@ pub(crate) fn vmas(pid: i32, maps: &[MapEntry], deleted_fds: &[DeletedFd]) -> Re
         }
         let special = matches!(p, b"[vdso]" | b"[vvar]" | b"[vvar_vclock]" | b"[vsyscall]");
         if !special && (m.has_flag("io") || m.has_flag("pf")) {
-            return Err(unsupported(pid, m, "device (VM_IO/VM_PFNMAP) mappings cannot be checkpointed"));
+            return Err(unsupported(
+                pid,
+                m,
+                "device (VM_IO/VM_PFNMAP) mappings cannot be checkpointed",
+            ));
         }
         if m.has_flag("um") || m.has_flag("uw") {
-            return Err(unsupported(pid, m, "userfaultfd-registered memory is not supported"));
+            return Err(unsupported(
+                pid,
+                m,
+                "userfaultfd-registered memory is not supported",
+            ));
         }
         let mut shm_id = 0u64;
         let (kind, save) = match p {
@@ -97,7 +114,11 @@ pub(crate) fn vmas(pid: i32, maps: &[MapEntry], deleted_fds: &[DeletedFd]) -> Re
             b"[stack]" => (vma_kind::STACK, Save::All),
             _ if p.is_empty() || p.starts_with(b"[anon:") => {
                 if m.shared {
-                    return Err(unsupported(pid, m, "unnamed shared mapping of unknown kind"));
+                    return Err(unsupported(
+                        pid,
+                        m,
+                        "unnamed shared mapping of unknown kind",
+                    ));
                 }
                 (vma_kind::ANON_PRIVATE, Save::All)
             }
@@ -106,10 +127,18 @@ pub(crate) fn vmas(pid: i32, maps: &[MapEntry], deleted_fds: &[DeletedFd]) -> Re
                 (vma_kind::ANON_SHARED, Save::All)
             }
             _ if p.starts_with(b"/SYSV") => {
-                return Err(unsupported(pid, m, "SysV shared memory is not supported by the user engine yet"));
+                return Err(unsupported(
+                    pid,
+                    m,
+                    "SysV shared memory is not supported by the user engine yet",
+                ));
             }
             _ if p.starts_with(b"[") => {
-                return Err(unsupported(pid, m, "special kernel mapping of unknown kind"));
+                return Err(unsupported(
+                    pid,
+                    m,
+                    "special kernel mapping of unknown kind",
+                ));
             }
             _ => {
                 if m.deleted() {
@@ -167,8 +196,19 @@ pub(crate) fn vmas(pid: i32, maps: &[MapEntry], deleted_fds: &[DeletedFd]) -> Re
         }
         // Nothing mapped and nothing swapped: no page to look for (except in
         // a shared object, whose pages need not be mapped here).
-        let save = if m.rss_kb == 0 && m.swap_kb == 0 && object.is_none() { Save::Nothing } else { save };
-        out.push(Vma { rec, path: p.to_vec(), save, readable: m.read, runs: Vec::new(), object });
+        let save = if m.rss_kb == 0 && m.swap_kb == 0 && object.is_none() {
+            Save::Nothing
+        } else {
+            save
+        };
+        out.push(Vma {
+            rec,
+            path: p.to_vec(),
+            save,
+            readable: m.read,
+            runs: Vec::new(),
+            object,
+        });
     }
     Ok(out)
 }
@@ -176,7 +216,8 @@ pub(crate) fn vmas(pid: i32, maps: &[MapEntry], deleted_fds: &[DeletedFd]) -> Re
 /// Fill `runs` of every VMA from pagemap. Returns the total candidate bytes.
 pub(crate) fn scan(pid: i32, vmas: &mut [Vma], page_size: u64) -> Result<u64, DumpError> {
     let path = proc::pid_path(pid, "pagemap");
-    let pm = sys::open(path.as_os_str(), libc::O_RDONLY).map_err(|e| DumpError::io(pid, "opening pagemap", e))?;
+    let pm = sys::open(path.as_os_str(), libc::O_RDONLY)
+        .map_err(|e| DumpError::io(pid, "opening pagemap", e))?;
     let mut total = 0u64;
     const CHUNK: usize = 64 * 1024; // entries per read
     let mut buf = vec![0u8; CHUNK * 8];
@@ -197,7 +238,12 @@ pub(crate) fn scan(pid: i32, vmas: &mut [Vma], page_size: u64) -> Result<u64, Du
                     total += bytes;
                     continue;
                 }
-                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTTY | libc::EINVAL | libc::EOPNOTSUPP)) => {
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ENOTTY | libc::EINVAL | libc::EOPNOTSUPP)
+                    ) =>
+                {
                     // Kernel without PAGEMAP_SCAN: read pagemap entries.
                     use_scan = false;
                     v.runs.clear();
@@ -216,7 +262,11 @@ pub(crate) fn scan(pid: i32, vmas: &mut [Vma], page_size: u64) -> Result<u64, Du
                 let r = sys::pread(&pm, &mut buf[got..want], (idx * 8) + got as u64)
                     .map_err(|e| DumpError::io(pid, "reading pagemap", e))?;
                 if r == 0 {
-                    return Err(DumpError::io(pid, "reading pagemap", io::Error::other("short read")));
+                    return Err(DumpError::io(
+                        pid,
+                        "reading pagemap",
+                        io::Error::other("short read"),
+                    ));
                 }
                 got += r;
             }
@@ -285,7 +335,10 @@ fn scan_ioctl(pm: &OwnedFd, v: &mut Vma, page_size: u64) -> io::Result<u64> {
         at = walk_end;
     }
     // Safety net: runs strictly increasing and disjoint.
-    if v.runs.windows(2).any(|w| w[1].0 < w[0].0 + w[0].1 * page_size) {
+    if v.runs
+        .windows(2)
+        .any(|w| w[1].0 < w[0].0 + w[0].1 * page_size)
+    {
         v.runs.sort_unstable();
         let mut merged: Vec<(u64, u64)> = Vec::with_capacity(v.runs.len());
         for &(a, n) in &v.runs {
@@ -305,7 +358,12 @@ fn scan_ioctl(pm: &OwnedFd, v: &mut Vma, page_size: u64) -> io::Result<u64> {
 
 /// Data ranges of the shared object behind `v` (SEEK_DATA / SEEK_HOLE over
 /// the part the VMA maps), as page runs in the VMA's address space.
-fn object_runs(pid: i32, obj: &OwnedFd, rec: &VmaRec, page_size: u64) -> Result<(Vec<(u64, u64)>, u64), DumpError> {
+fn object_runs(
+    pid: i32,
+    obj: &OwnedFd,
+    rec: &VmaRec,
+    page_size: u64,
+) -> Result<(Vec<(u64, u64)>, u64), DumpError> {
     let off0 = rec.offset;
     let off_end = off0 + (rec.end - rec.start);
     let mut runs = Vec::new();
@@ -320,7 +378,8 @@ fn object_runs(pid: i32, obj: &OwnedFd, rec: &VmaRec, page_size: u64) -> Result<
         if data >= off_end {
             break;
         }
-        let hole = sys::lseek(obj, data, libc::SEEK_HOLE).map_err(|e| DumpError::io(pid, "SEEK_HOLE in shared memory", e))?;
+        let hole = sys::lseek(obj, data, libc::SEEK_HOLE)
+            .map_err(|e| DumpError::io(pid, "SEEK_HOLE in shared memory", e))?;
         let hole = hole.div_ceil(page_size) * page_size;
         let (a, b) = (data.max(off0), hole.min(off_end));
         if b > a {
@@ -341,7 +400,11 @@ pub(crate) enum Src<'f> {
     /// The process's memory (process_vm_readv when `readable`, else /proc/PID/mem).
     Memory { readable: bool },
     /// A file mapped by the VMA: page at `addr` is at offset `addr - start + offset`.
-    Object { fd: &'f OwnedFd, start: u64, offset: u64 },
+    Object {
+        fd: &'f OwnedFd,
+        start: u64,
+        offset: u64,
+    },
 }
 
 /// Reads the pages of a VMA in batches of at most [`BATCH_BYTES`].
@@ -370,7 +433,11 @@ impl Batch {
 
 impl<'a> PageReader<'a> {
     pub fn new(pid: i32, mem: Option<&'a OwnedFd>, page_size: u64) -> PageReader<'a> {
-        PageReader { pid, mem, page_size }
+        PageReader {
+            pid,
+            mem,
+            page_size,
+        }
     }
 
     /// Split `runs` into batches that fit the buffer (a run may be split).
@@ -402,7 +469,13 @@ impl<'a> PageReader<'a> {
     /// Zero pages are dropped unless `keep_zero` (private file mappings:
     /// a zero page there differs from the file page restart would map).
     /// `buf` is reused for the data (a buffer of an earlier batch).
-    pub fn read(&self, batch: &[(u64, u64)], src: Src<'_>, keep_zero: bool, mut buf: Vec<u8>) -> Result<Batch, DumpError> {
+    pub fn read(
+        &self,
+        batch: &[(u64, u64)],
+        src: Src<'_>,
+        keep_zero: bool,
+        mut buf: Vec<u8>,
+    ) -> Result<Batch, DumpError> {
         let (readable, file, delta) = match src {
             Src::Memory { readable } => (readable, self.mem, 0i64),
             Src::Object { fd, start, offset } => (false, Some(fd), offset as i64 - start as i64),
@@ -433,7 +506,11 @@ impl<'a> PageReader<'a> {
                 while got < len {
                     let at = (a as i64 + delta) as u64 + got as u64;
                     let r = sys::pread(mem, &mut buf[off + got..off + len], at).map_err(|e| {
-                        DumpError::io(pid, "reading memory", io::Error::new(e.kind(), format!("at {:#x}: {e}", a + got as u64)))
+                        DumpError::io(
+                            pid,
+                            "reading memory",
+                            io::Error::new(e.kind(), format!("at {:#x}: {e}", a + got as u64)),
+                        )
                     })?;
                     if r == 0 {
                         return Err(DumpError::io(
@@ -458,7 +535,9 @@ impl<'a> PageReader<'a> {
                 let addr = a + i * self.page_size;
                 if keep_zero || !is_zero(page) {
                     match (runs.last_mut(), spans.last_mut()) {
-                        (Some(r), Some(s)) if r.addr + r.nr_pages * self.page_size == addr && s.1 == off => {
+                        (Some(r), Some(s))
+                            if r.addr + r.nr_pages * self.page_size == addr && s.1 == off =>
+                        {
                             r.nr_pages += 1;
                             s.1 += ps;
                         }
@@ -471,7 +550,12 @@ impl<'a> PageReader<'a> {
                 off += ps;
             }
         }
-        Ok(Batch { runs, spans, buf: whole, read: total as u64 })
+        Ok(Batch {
+            runs,
+            spans,
+            buf: whole,
+            read: total as u64,
+        })
     }
 }
 
@@ -481,5 +565,7 @@ fn is_zero(page: &[u8]) -> bool {
         // the aligned middle of the byte slice.
         unsafe { page.align_to::<u64>() }
     };
-    pre.iter().all(|&b| b == 0) && post.iter().all(|&b| b == 0) && mid.iter().fold(0u64, |acc, &w| acc | w) == 0
+    pre.iter().all(|&b| b == 0)
+        && post.iter().all(|&b| b == 0)
+        && mid.iter().fold(0u64, |acc, &w| acc | w) == 0
 }

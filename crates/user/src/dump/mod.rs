@@ -114,28 +114,73 @@ pub enum DumpError {
     #[error("cannot checkpoint process {pid}: it is the checkpointer itself")]
     SelfTarget { pid: i32 },
     #[error("process {pid}: cannot seize thread {tid} with ptrace: {source}{note}")]
-    Attach { pid: i32, tid: i32, source: io::Error, note: String },
+    Attach {
+        pid: i32,
+        tid: i32,
+        source: io::Error,
+        note: String,
+    },
     #[error("process {pid}: detaching thread {tid} failed: {source}")]
-    Detach { pid: i32, tid: i32, source: io::Error },
+    Detach {
+        pid: i32,
+        tid: i32,
+        source: io::Error,
+    },
     #[error("process {pid}: {step}: {source}")]
-    Io { pid: i32, step: String, source: io::Error },
+    Io {
+        pid: i32,
+        step: String,
+        source: io::Error,
+    },
     #[error("process {pid}, thread {tid}: {step}: {source}")]
-    Thread { pid: i32, tid: i32, step: &'static str, source: io::Error },
+    Thread {
+        pid: i32,
+        tid: i32,
+        step: &'static str,
+        source: io::Error,
+    },
     #[error("process {pid}, fd {fd}: {step}: {source}")]
-    Fd { pid: i32, fd: i32, step: &'static str, source: io::Error },
+    Fd {
+        pid: i32,
+        fd: i32,
+        step: &'static str,
+        source: io::Error,
+    },
     #[error("process {pid}: cannot checkpoint {what}: {reason}")]
-    Unsupported { pid: i32, what: String, reason: String },
+    Unsupported {
+        pid: i32,
+        what: String,
+        reason: String,
+    },
     #[error("process {pid}, thread {tid}: injecting {call}: {source}")]
-    Inject { pid: i32, tid: i32, call: String, source: InjectError },
+    Inject {
+        pid: i32,
+        tid: i32,
+        call: String,
+        source: InjectError,
+    },
     #[error("process {pid}, thread {tid}: {call} failed in the target: {source}")]
-    RemoteCall { pid: i32, tid: i32, call: String, source: io::Error },
+    RemoteCall {
+        pid: i32,
+        tid: i32,
+        call: String,
+        source: io::Error,
+    },
     #[error("process {pid}: writing the image at offset {offset}: {source}")]
-    Write { pid: i32, offset: u64, source: WriteError<io::Error> },
+    Write {
+        pid: i32,
+        offset: u64,
+        source: WriteError<io::Error>,
+    },
 }
 
 impl DumpError {
     pub(crate) fn io(pid: i32, step: impl Into<String>, source: io::Error) -> DumpError {
-        DumpError::Io { pid, step: step.into(), source }
+        DumpError::Io {
+            pid,
+            step: step.into(),
+            source,
+        }
     }
 }
 
@@ -197,7 +242,15 @@ pub fn checkpoint<W: std::io::Write>(
     let tracer = freeze::Tracer::freeze(pid)?;
     let (out, mut stats) = dump_frozen(pid, &tracer, out, progress)?;
     stats.frozen = t0.elapsed();
-    Ok((Frozen { pid, tracer, _same_thread: PhantomData }, out, stats))
+    Ok((
+        Frozen {
+            pid,
+            tracer,
+            _same_thread: PhantomData,
+        },
+        out,
+        stats,
+    ))
 }
 
 fn dump_frozen<W: io::Write>(
@@ -230,7 +283,13 @@ fn dump_frozen<W: io::Write>(
         .files
         .iter()
         .filter(|f| f.rec.file_flags & stasis_image::records::file_flags::DELETED != 0)
-        .filter(|f| f.data.is_some() || files.files.iter().any(|g| g.rec.file_id == f.rec.file_id && g.data.is_some()))
+        .filter(|f| {
+            f.data.is_some()
+                || files
+                    .files
+                    .iter()
+                    .any(|g| g.rec.file_id == f.rec.file_id && g.data.is_some())
+        })
         .map(|f| (f.rec.dev, f.rec.ino, f.rec.open_flags))
         .collect();
     let mut vmas = memory::vmas(pid, &maps, &deleted_fds)?;
@@ -241,11 +300,21 @@ fn dump_frozen<W: io::Write>(
     let vdso = maps
         .iter()
         .find(|m| m.path == b"[vdso]")
-        .ok_or_else(|| DumpError::Unsupported { pid, what: "the vDSO".into(), reason: "the process has no [vdso] mapping to run system calls through".into() })?;
-    if let Some((g, true)) = ptrace::gadget_slot(pid, vdso.start, vdso.end).map_err(|e| DumpError::io(pid, "reading the vDSO", e))? {
+        .ok_or_else(|| DumpError::Unsupported {
+            pid,
+            what: "the vDSO".into(),
+            reason: "the process has no [vdso] mapping to run system calls through".into(),
+        })?;
+    if let Some((g, true)) = ptrace::gadget_slot(pid, vdso.start, vdso.end)
+        .map_err(|e| DumpError::io(pid, "reading the vDSO", e))?
+    {
         for &tid in &tids {
-            ptrace::leave_gadget(pid, tid, g)
-                .map_err(|source| DumpError::Thread { pid, tid, step: "leaving a previous injection", source })?;
+            ptrace::leave_gadget(pid, tid, g).map_err(|source| DumpError::Thread {
+                pid,
+                tid,
+                step: "leaving a previous injection",
+                source,
+            })?;
         }
     }
     // Threads (no injection needed).
@@ -253,13 +322,19 @@ fn dump_frozen<W: io::Write>(
     for &tid in &tids {
         threads.push(state::read_thread(pid, tid)?);
     }
-    let shared_pending =
-        ptrace::peek_siginfo(pid, true).map_err(|source| DumpError::Thread { pid, tid: pid, step: "reading process-wide pending signals", source })?;
+    let shared_pending = ptrace::peek_siginfo(pid, true).map_err(|source| DumpError::Thread {
+        pid,
+        tid: pid,
+        step: "reading process-wide pending signals",
+        source,
+    })?;
 
     // Injections.
     let status = Status::read(pid).map_err(|e| DumpError::io(pid, "reading status", e))?;
-    let sig_set = state::signals_to_read(&status).map_err(|e| DumpError::io(pid, "reading SigCgt/SigIgn", e))?;
-    let ptimers = proc::timers(pid).map_err(|e| DumpError::io(pid, "reading /proc/PID/timers", e))?;
+    let sig_set = state::signals_to_read(&status)
+        .map_err(|e| DumpError::io(pid, "reading SigCgt/SigIgn", e))?;
+    let ptimers =
+        proc::timers(pid).map_err(|e| DumpError::io(pid, "reading /proc/PID/timers", e))?;
     phase("threads read");
     let injector = Injector::install(pid, pid, vdso.start, vdso.end)
         .map_err(|e| DumpError::io(pid, "preparing system call injection in the vDSO", e))?;
@@ -274,9 +349,13 @@ fn dump_frozen<W: io::Write>(
     let process = state::process_rec(pid, &stat, &status, threads.len(), injected.dumpable)?;
     let (mm, auxv, exe) = state::mm_rec(pid, &stat, injected.brk)?;
     let rlimits = state::rlimits(pid)?;
-    let cwd = proc::readlink(&proc::pid_path(pid, "cwd")).map_err(|e| DumpError::io(pid, "reading cwd", e))?;
-    let root = proc::readlink(&proc::pid_path(pid, "root")).map_err(|e| DumpError::io(pid, "reading root", e))?;
-    let umask = status.octal("Umask").map_err(|e| DumpError::io(pid, "reading Umask", e))?;
+    let cwd = proc::readlink(&proc::pid_path(pid, "cwd"))
+        .map_err(|e| DumpError::io(pid, "reading cwd", e))?;
+    let root = proc::readlink(&proc::pid_path(pid, "root"))
+        .map_err(|e| DumpError::io(pid, "reading root", e))?;
+    let umask = status
+        .octal("Umask")
+        .map_err(|e| DumpError::io(pid, "reading Umask", e))?;
 
     // Memory scan.
     let page_size = sys::page_size();
@@ -299,16 +378,33 @@ fn dump_frozen<W: io::Write>(
         concat!("stasis ", env!("CARGO_PKG_VERSION")),
         sys::realtime_ns(),
     );
-    let mut w = Writer::new(Out { w: out, n: 0 }, &header).map_err(|source| DumpError::Write { pid, offset: 0, source })?;
+    let mut w = Writer::new(Out { w: out, n: 0 }, &header).map_err(|source| DumpError::Write {
+        pid,
+        offset: 0,
+        source,
+    })?;
     macro_rules! put {
         ($e:expr) => {{
             let off = w.offset();
-            $e.map_err(|source| DumpError::Write { pid, offset: off, source })?
+            $e.map_err(|source| DumpError::Write {
+                pid,
+                offset: off,
+                source,
+            })?
         }};
     }
     put!(w.record(kind::PROCESS, &process, &[]));
-    put!(w.record(kind::MM, &mm, &[auxv.as_slice().as_bytes_le().as_slice(), &exe]));
-    let fs = FsRec { umask, cwd_len: cwd.len() as u32, root_len: root.len() as u32, _pad0: 0 };
+    put!(w.record(
+        kind::MM,
+        &mm,
+        &[auxv.as_slice().as_bytes_le().as_slice(), &exe]
+    ));
+    let fs = FsRec {
+        umask,
+        cwd_len: cwd.len() as u32,
+        root_len: root.len() as u32,
+        _pad0: 0,
+    };
     put!(w.record(kind::FS, &fs, &[&cwd, &root]));
     put!(w.record(kind::RLIMITS, &rlimits, &[]));
     put!(w.record(kind::SIGACTIONS, &injected.sigactions, &[]));
@@ -326,11 +422,17 @@ fn dump_frozen<W: io::Write>(
         };
         put!(w.record(kind::XSTATE, &xs, &[&t.xstate]));
         if !t.pending.is_empty() {
-            let sp = SigpendingRec { tid: t.rec.tid, count: t.pending.len() as u32 };
+            let sp = SigpendingRec {
+                tid: t.rec.tid,
+                count: t.pending.len() as u32,
+            };
             put!(w.record(kind::SIGPENDING, &sp, &[t.pending.concat().as_slice()]));
         }
     }
-    let sp = SigpendingRec { tid: 0, count: shared_pending.len() as u32 };
+    let sp = SigpendingRec {
+        tid: 0,
+        count: shared_pending.len() as u32,
+    };
     put!(w.record(kind::SIGPENDING, &sp, &[shared_pending.concat().as_slice()]));
     for v in &vmas {
         put!(w.record(kind::VMA, &v.rec, &[&v.path]));
@@ -349,11 +451,19 @@ fn dump_frozen<W: io::Write>(
             for v in vmas.iter().filter(|v| !v.runs.is_empty()) {
                 for batch in reader.plan(&v.runs) {
                     let src = match &v.object {
-                        Some(fd) => memory::Src::Object { fd, start: v.rec.start, offset: v.rec.offset },
-                        None => memory::Src::Memory { readable: v.readable },
+                        Some(fd) => memory::Src::Object {
+                            fd,
+                            start: v.rec.start,
+                            offset: v.rec.offset,
+                        },
+                        None => memory::Src::Memory {
+                            readable: v.readable,
+                        },
                     };
                     let buf = back_rx.try_recv().unwrap_or_default();
-                    let r = reader.read(&batch, src, v.save == memory::Save::AnonOnly, buf).map(|b| (v.rec.start, b));
+                    let r = reader
+                        .read(&batch, src, v.save == memory::Save::AnonOnly, buf)
+                        .map(|b| (v.rec.start, b));
                     let failed = r.is_err();
                     if tx.send(r).is_err() || failed {
                         return;
@@ -376,21 +486,40 @@ fn dump_frozen<W: io::Write>(
     for f in &files.files {
         put!(w.record(kind::FD_FILE, &f.rec, &[&f.path]));
         if let Some(data) = &f.data {
-            let rec = FileDataRec { file_id: f.rec.file_id, _pad0: 0, size: data.len() as u64, data_off: 0 };
-            put!(w.data_record(kind::FILE_DATA, &rec, &[], data.len() as u64, [data.as_slice()]));
+            let rec = FileDataRec {
+                file_id: f.rec.file_id,
+                _pad0: 0,
+                size: data.len() as u64,
+                data_off: 0,
+            };
+            put!(w.data_record(
+                kind::FILE_DATA,
+                &rec,
+                &[],
+                data.len() as u64,
+                [data.as_slice()]
+            ));
         }
     }
     for p in &files.pipes {
         put!(w.record(kind::FD_PIPE, &p.rec, &[&p.path]));
     }
     for (id, data) in &files.pipe_data {
-        let rec = PipeDataRec { pipe_id: *id, _pad0: 0, len: data.len() as u64 };
+        let rec = PipeDataRec {
+            pipe_id: *id,
+            _pad0: 0,
+            len: data.len() as u64,
+        };
         put!(w.record(kind::PIPE_DATA, &rec, &[data]));
     }
     phase("image written");
     let page_bytes = w.page_bytes();
     let off = w.offset();
-    let sink = w.finish().map_err(|source| DumpError::Write { pid, offset: off, source })?;
+    let sink = w.finish().map_err(|source| DumpError::Write {
+        pid,
+        offset: off,
+        source,
+    })?;
     let stats = CheckpointStats {
         threads: threads.len(),
         vmas: vmas.len(),

@@ -18,7 +18,12 @@ pub(crate) struct ThreadState {
 }
 
 fn terr(pid: i32, tid: i32, step: &'static str) -> impl FnOnce(std::io::Error) -> DumpError {
-    move |source| DumpError::Thread { pid, tid, step, source }
+    move |source| DumpError::Thread {
+        pid,
+        tid,
+        step,
+        source,
+    }
 }
 
 fn comm16(b: &[u8]) -> [u8; 16] {
@@ -34,9 +39,13 @@ pub(crate) fn read_thread(pid: i32, tid: i32) -> Result<ThreadState, DumpError> 
     let regs = ptrace::get_regs(tid).map_err(terr(pid, tid, "reading registers"))?;
     let xstate = ptrace::get_xstate(tid).map_err(terr(pid, tid, "reading the XSAVE area"))?;
     let sigmask = ptrace::get_sigmask(tid).map_err(terr(pid, tid, "reading the signal mask"))?;
-    let pending = ptrace::peek_siginfo(tid, false).map_err(terr(pid, tid, "reading pending signals"))?;
-    let rseq = ptrace::get_rseq(tid).map_err(terr(pid, tid, "reading the rseq registration"))?.unwrap_or_default();
-    let (robust, robust_len) = sys::get_robust_list(tid).map_err(terr(pid, tid, "get_robust_list"))?;
+    let pending =
+        ptrace::peek_siginfo(tid, false).map_err(terr(pid, tid, "reading pending signals"))?;
+    let rseq = ptrace::get_rseq(tid)
+        .map_err(terr(pid, tid, "reading the rseq registration"))?
+        .unwrap_or_default();
+    let (robust, robust_len) =
+        sys::get_robust_list(tid).map_err(terr(pid, tid, "get_robust_list"))?;
     let comm = proc::thread_comm(pid, tid).map_err(terr(pid, tid, "reading comm"))?;
     let (fixed_regs, fixed) = ptrace::syscall_restart_fixup(&regs);
     let mut flags = 0;
@@ -59,23 +68,40 @@ pub(crate) fn read_thread(pid: i32, tid: i32) -> Result<ThreadState, DumpError> 
         comm: comm16(&comm),
         ..ThreadRec::default()
     };
-    Ok(ThreadState { rec, xstate, pending })
+    Ok(ThreadState {
+        rec,
+        xstate,
+        pending,
+    })
 }
 
 fn inj(pid: i32, tid: i32, call: &str) -> impl FnOnce(ptrace::InjectError) -> DumpError + '_ {
-    move |source| DumpError::Inject { pid, tid, call: call.to_owned(), source }
+    move |source| DumpError::Inject {
+        pid,
+        tid,
+        call: call.to_owned(),
+        source,
+    }
 }
 
 fn remote(pid: i32, tid: i32, call: String, ret: i64) -> Result<i64, DumpError> {
     if (-4095..0).contains(&ret) {
-        Err(DumpError::RemoteCall { pid, tid, call, source: std::io::Error::from_raw_os_error((-ret) as i32) })
+        Err(DumpError::RemoteCall {
+            pid,
+            tid,
+            call,
+            source: std::io::Error::from_raw_os_error((-ret) as i32),
+        })
     } else {
         Ok(ret)
     }
 }
 
 fn u64_at(b: &[u8], off: usize) -> u64 {
-    b.get(off..off + 8).and_then(|s| s.try_into().ok()).map(u64::from_le_bytes).unwrap_or(0)
+    b.get(off..off + 8)
+        .and_then(|s| s.try_into().ok())
+        .map(u64::from_le_bytes)
+        .unwrap_or(0)
 }
 
 /// Process-wide state only the process can report, run in one thread.
@@ -90,7 +116,8 @@ pub(crate) struct Injected {
 fn timeval_ns(b: &[u8], off: usize) -> u64 {
     let sec = u64_at(b, off);
     let usec = u64_at(b, off + 8);
-    sec.saturating_mul(1_000_000_000).saturating_add(usec.saturating_mul(1000))
+    sec.saturating_mul(1_000_000_000)
+        .saturating_add(usec.saturating_mul(1000))
 }
 
 fn timespec_ns(b: &[u8], off: usize) -> u64 {
@@ -121,7 +148,10 @@ pub(crate) fn inject_process(
 ) -> Result<Injected, DumpError> {
     let mut sigactions = SigactionsRec::default();
     for sig in 1..=64u64 {
-        if sig == libc::SIGKILL as u64 || sig == libc::SIGSTOP as u64 || sig_set & (1 << (sig - 1)) == 0 {
+        if sig == libc::SIGKILL as u64
+            || sig == libc::SIGSTOP as u64
+            || sig_set & (1 << (sig - 1)) == 0
+        {
             continue;
         }
         let call = format!("rt_sigaction({sig}, NULL, &old, 8)");
@@ -143,18 +173,29 @@ pub(crate) fn inject_process(
             .syscall_scratch(nr::GETITIMER, 32, &[], |a| [which as u64, a, 0, 0, 0, 0])
             .map_err(inj(pid, tid, &call))?;
         remote(pid, tid, call, ret)?;
-        *slot = TimerVal { interval_ns: timeval_ns(&out, 0), value_ns: timeval_ns(&out, 16) };
+        *slot = TimerVal {
+            interval_ns: timeval_ns(&out, 0),
+            value_ns: timeval_ns(&out, 16),
+        };
     }
-    let itimers = ItimersRec { real: it[0], virt: it[1], prof: it[2] };
+    let itimers = ItimersRec {
+        real: it[0],
+        virt: it[1],
+        prof: it[2],
+    };
     let mut out_timers = Vec::new();
     for t in timers {
         let call = format!("timer_gettime({})", t.id);
         let (ret, out) = s
-            .syscall_scratch(nr::TIMER_GETTIME, 32, &[], |a| [u64::from(t.id), a, 0, 0, 0, 0])
+            .syscall_scratch(nr::TIMER_GETTIME, 32, &[], |a| {
+                [u64::from(t.id), a, 0, 0, 0, 0]
+            })
             .map_err(inj(pid, tid, &call))?;
         remote(pid, tid, call, ret)?;
         let call = format!("timer_getoverrun({})", t.id);
-        let ov = s.syscall(nr::TIMER_GETOVERRUN, [u64::from(t.id), 0, 0, 0, 0, 0]).map_err(inj(pid, tid, &call))?;
+        let ov = s
+            .syscall(nr::TIMER_GETOVERRUN, [u64::from(t.id), 0, 0, 0, 0, 0])
+            .map_err(inj(pid, tid, &call))?;
         let ov = remote(pid, tid, call, ov)?;
         out_timers.push(PosixTimerRec {
             id: t.id,
@@ -164,16 +205,27 @@ pub(crate) fn inject_process(
             sigev_value: t.sigev_value,
             notify_tid: t.notify_pid,
             overrun: ov as u32,
-            timer: TimerVal { interval_ns: timespec_ns(&out, 0), value_ns: timespec_ns(&out, 16) },
+            timer: TimerVal {
+                interval_ns: timespec_ns(&out, 0),
+                value_ns: timespec_ns(&out, 16),
+            },
         });
     }
-    let brk = s.syscall(nr::BRK, [0; 6]).map_err(inj(pid, tid, "brk(0)"))?;
+    let brk = s
+        .syscall(nr::BRK, [0; 6])
+        .map_err(inj(pid, tid, "brk(0)"))?;
     let brk = remote(pid, tid, "brk(0)".into(), brk)? as u64;
     let d = s
         .syscall(nr::PRCTL, [libc::PR_GET_DUMPABLE as u64, 0, 0, 0, 0, 0])
         .map_err(inj(pid, tid, "prctl(PR_GET_DUMPABLE)"))?;
     let dumpable = remote(pid, tid, "prctl(PR_GET_DUMPABLE)".into(), d)? as u32;
-    Ok(Injected { sigactions, itimers, timers: out_timers, brk, dumpable })
+    Ok(Injected {
+        sigactions,
+        itimers,
+        timers: out_timers,
+        brk,
+        dumpable,
+    })
 }
 
 /// Run the per-thread injections in every thread and the process-wide ones
@@ -191,23 +243,37 @@ pub(crate) fn inject_all(
     let mut sessions: Vec<(i32, Session)> = Vec::with_capacity(threads.len());
     for t in threads.iter() {
         let tid = t.rec.tid as i32;
-        let s = injector.session(tid).map_err(inj(pid, tid, "starting the injection"))?;
+        let s = injector
+            .session(tid)
+            .map_err(inj(pid, tid, "starting the injection"))?;
         if !s.is_safe() && trace {
             eprintln!("stasis dump: thread {tid}: injecting without a sigreturn frame (not safe if we die)");
         }
         sessions.push((tid, s));
     }
     // sigaltstack(NULL, &old): stack_t { ss_sp, ss_flags (int + pad), ss_size }.
-    let outs = lockstep(pid, &mut sessions, "sigaltstack(NULL, &old)", nr::SIGALTSTACK, 24, |a| [0, a, 0, 0, 0, 0])?;
+    let outs = lockstep(
+        pid,
+        &mut sessions,
+        "sigaltstack(NULL, &old)",
+        nr::SIGALTSTACK,
+        24,
+        |a| [0, a, 0, 0, 0, 0],
+    )?;
     for (t, out) in threads.iter_mut().zip(&outs) {
         t.rec.altstack_sp = u64_at(out, 0);
         t.rec.altstack_flags = u64_at(out, 8) as u32;
         t.rec.altstack_size = u64_at(out, 16);
     }
     // prctl(PR_GET_TID_ADDRESS, &addr).
-    let outs = lockstep(pid, &mut sessions, "prctl(PR_GET_TID_ADDRESS)", nr::PRCTL, 8, |a| {
-        [libc::PR_GET_TID_ADDRESS as u64, a, 0, 0, 0, 0]
-    })?;
+    let outs = lockstep(
+        pid,
+        &mut sessions,
+        "prctl(PR_GET_TID_ADDRESS)",
+        nr::PRCTL,
+        8,
+        |a| [libc::PR_GET_TID_ADDRESS as u64, a, 0, 0, 0, 0],
+    )?;
     for (t, out) in threads.iter_mut().zip(&outs) {
         t.rec.clear_child_tid = u64_at(out, 0);
     }
@@ -218,10 +284,12 @@ pub(crate) fn inject_all(
         }
     }
     for (tid, s) in sessions.iter_mut() {
-        s.finish_start().map_err(inj(pid, *tid, "ending the injection"))?;
+        s.finish_start()
+            .map_err(inj(pid, *tid, "ending the injection"))?;
     }
     for (tid, s) in sessions {
-        s.finish_complete().map_err(inj(pid, tid, "ending the injection"))?;
+        s.finish_complete()
+            .map_err(inj(pid, tid, "ending the injection"))?;
     }
     injected.ok_or(DumpError::NoProcess { pid })
 }
@@ -237,7 +305,8 @@ fn lockstep(
     make_args: impl Fn(u64) -> [u64; 6],
 ) -> Result<Vec<Vec<u8>>, DumpError> {
     for (tid, s) in sessions.iter_mut() {
-        s.start_scratch(nr, len, &[], &make_args).map_err(inj(pid, *tid, call))?;
+        s.start_scratch(nr, len, &[], &make_args)
+            .map_err(inj(pid, *tid, call))?;
     }
     for (tid, s) in sessions.iter_mut() {
         s.pass_entry().map_err(inj(pid, *tid, call))?;
@@ -256,7 +325,13 @@ fn perr(pid: i32, step: &'static str) -> impl FnOnce(std::io::Error) -> DumpErro
 }
 
 /// PROCESS from /proc stat, status and personality.
-pub(crate) fn process_rec(pid: i32, stat: &Stat, status: &Status, nr_threads: usize, dumpable: u32) -> Result<ProcessRec, DumpError> {
+pub(crate) fn process_rec(
+    pid: i32,
+    stat: &Stat,
+    status: &Status,
+    nr_threads: usize,
+    dumpable: u32,
+) -> Result<ProcessRec, DumpError> {
     let e = perr(pid, "reading /proc/PID/stat and status");
     let uids = status.nums("Uid").map_err(perr(pid, "reading Uid"))?;
     let gids = status.nums("Gid").map_err(perr(pid, "reading Gid"))?;
@@ -293,9 +368,14 @@ pub(crate) fn process_rec(pid: i32, stat: &Stat, status: &Status, nr_threads: us
 
 /// MM fields (stat fields 26-28, 45-51), brk, vDSO address; returns the record
 /// and the auxv words and exe path for its tail.
-pub(crate) fn mm_rec(pid: i32, stat: &Stat, brk: u64) -> Result<(MmRec, Vec<u64>, Vec<u8>), DumpError> {
+pub(crate) fn mm_rec(
+    pid: i32,
+    stat: &Stat,
+    brk: u64,
+) -> Result<(MmRec, Vec<u64>, Vec<u8>), DumpError> {
     let auxv = proc::auxv(pid).map_err(perr(pid, "reading auxv"))?;
-    let exe = proc::readlink(&proc::pid_path(pid, "exe")).map_err(perr(pid, "reading the exe link"))?;
+    let exe =
+        proc::readlink(&proc::pid_path(pid, "exe")).map_err(perr(pid, "reading the exe link"))?;
     let vdso = proc::auxv_get(&auxv, libc::AT_SYSINFO_EHDR).unwrap_or(0);
     let f = |n| stat.u64(n);
     let rec = (|| -> std::io::Result<MmRec> {
