@@ -664,6 +664,39 @@ fn counters_round_trip() {
     let verdict = wait_verdict(&wl.paths().verdict, Duration::from_secs(30));
     stasis_workloads::wait_pid_gone(pid, Duration::from_secs(10)).ok();
     assert_eq!(verdict.expect("verdict of the detached restart"), "ok");
+
+    // Once more, waited for, and killed by SIGTERM: stasis exits 128+15.
+    // The detached process was reparented to init; its PID is free only
+    // once init has reaped it.
+    let t0 = std::time::Instant::now();
+    while Path::new(&format!("/proc/{pid}")).exists() && t0.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if Path::new(&format!("/proc/{pid}")).exists() {
+        eprintln!("skipped the SIGTERM restart: init has not reaped PID {pid} within 30 s");
+        return;
+    }
+    wl.paths().clean().expect("clean verdict and stop files");
+    let mut restart = stasis()
+        .arg("restart")
+        .arg(&img)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("restart");
+    let t0 = std::time::Instant::now();
+    while !stasis_workloads::pid_alive(pid) && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    // SAFETY: sending a signal to the restored workload.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    let o = restart.wait_with_output().expect("wait restart");
+    assert_eq!(
+        code(&o),
+        128 + libc::SIGTERM,
+        "stasis restart status; stderr: {}",
+        stderr(&o)
+    );
 }
 
 /// `--kill`: the image is written, then the target is killed.
