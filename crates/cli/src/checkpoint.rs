@@ -121,8 +121,7 @@ pub fn run(args: &CheckpointArgs, quiet: bool) -> Result<()> {
     let (frozen, stats, image_bytes, frozen_for) = write_image(engine, pid, file, temp, &bar)
         .with_context(|| format!("checkpoint of PID {pid} failed"))?;
     // The image is durable: now, and only now, the target may be killed or stopped.
-    frozen
-        .release(after)
+    release(frozen, pid, after)
         .with_context(|| format!("the image is safely written, but releasing PID {pid} failed"))?;
     bar.finish();
 
@@ -137,6 +136,30 @@ pub fn run(args: &CheckpointArgs, quiet: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Release the target as asked. `--kill` is done as "leave it stopped, then
+/// SIGKILL": the target cannot run a single instruction after its image was
+/// taken (the SIGSTOP is queued before any thread is detached), it leaves no
+/// traced zombies behind, and its real parent reaps it as usual. (The
+/// engine's own `After::Kill` waits for the traced leader's exit before the
+/// other threads', which never returns when stasis is not the target's
+/// parent, i.e. always from the command line.)
+fn release(frozen: Frozen, pid: i32, after: After) -> Result<()> {
+    match after {
+        After::Kill => {
+            frozen.release(After::Stop)?;
+            // SAFETY: sending a signal.
+            if unsafe { libc::kill(pid, libc::SIGKILL) } != 0 {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() != Some(libc::ESRCH) {
+                    return Err(e).context("cannot send SIGKILL");
+                }
+            }
+            Ok(())
+        }
+        other => Ok(frozen.release(other)?),
+    }
 }
 
 /// Run the engine into `file` and make the result durable (under its final

@@ -677,7 +677,7 @@ fn counters_round_trip() {
         return;
     }
     wl.paths().clean().expect("clean verdict and stop files");
-    let mut restart = stasis()
+    let restart = stasis()
         .arg("restart")
         .arg(&img)
         .stderr(Stdio::piped())
