@@ -540,6 +540,8 @@ stasis_main.o: /work/main/kmod/stasis_main.c \
  /usr/src/linux-headers-6.1.0-56-common/include/uapi/linux/futex.h \
  /usr/src/linux-headers-6.1.0-56-common/include/uapi/linux/magic.h \
  /usr/src/linux-headers-6.1.0-56-common/include/linux/file.h \
+ /usr/src/linux-headers-6.1.0-56-common/include/linux/fdtable.h \
+ /usr/src/linux-headers-6.1.0-56-common/include/linux/nospec.h \
  /usr/src/linux-headers-6.1.0-56-common/arch/x86/include/asm/fpu/xcr.h \
  /work/main/kmod/include/stasis_ext.h \
  /work/main/kmod/include/stasis_kstate.h

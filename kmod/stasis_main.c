@@ -49,6 +49,7 @@
 #include <linux/dcache.h>
 #include <linux/file.h>
 #include <linux/rcupdate.h>
+#include <linux/fdtable.h>
 #include <asm/user.h>
 #include <asm/fpu/xcr.h>
 
@@ -169,6 +170,44 @@ void stasis_unregister_extension(const struct stasis_extension_ops *ops)
 	pr_info("extension %s unregistered\n", ops->name);
 }
 EXPORT_SYMBOL_GPL(stasis_unregister_extension);
+
+/* Run every loaded extension's checkpoint hook (job context). Without the files
+ * extension, a process with open file descriptors is refused. */
+long stasis_ext_checkpoint(void *wctx, long (*record)(void *, u32, const void *, size_t,
+						      const void *, size_t))
+{
+	struct stasis_emit emit = { .wctx = wctx, .record = record };
+	unsigned int i;
+	long r = 0;
+
+	for (i = 1; i <= STASIS_EXT_MAX && !r; i++) {
+		const struct stasis_extension_ops *ops;
+
+		mutex_lock(&stasis_ext_lock);
+		ops = stasis_exts[i];
+		if (ops && (!ops->checkpoint || !try_module_get(ops->owner)))
+			ops = NULL;
+		mutex_unlock(&stasis_ext_lock);
+		if (!ops) {
+			if (i == STASIS_EXT_FILES) {
+				unsigned int fd = 0;
+				struct file *f;
+
+				rcu_read_lock();
+				f = task_lookup_next_fd_rcu(current, &fd);
+				rcu_read_unlock();
+				if (f) {
+					pr_warn("checkpoint refused: open file descriptors need extension files (module stasis_files.ko)\n");
+					r = -EOPNOTSUPP;
+				}
+			}
+			continue;
+		}
+		r = ops->checkpoint(&emit);
+		module_put(ops->owner);
+	}
+	return r;
+}
 
 u64 stasis_ext_mask(void)
 {

@@ -136,10 +136,19 @@ else
     fail "counters as nobody did not start"
 fi
 
-# --- checkpoint ---------------------------------------------------------------------
+# --- checkpoint ------
+# Without stasis_files.ko, open descriptors cannot be written: refused.
+rmmod stasis_files
+if start_wl counters; then
+    p=$WPID
+    check "checkpoint without stasis_files refused (EOPNOTSUPP)" $CTL checkpoint $p $D/nofiles.img --expect-errno 95
+    stop_wl counters $p
+fi
+check "insmod stasis_files.ko again" insmod $KMOD/stasis_files.ko
+---------------------------------------------------------------
 # The image must pass stasis-image's full ProcessImage validation, and the workload,
 # released after the checkpoint, must still pass its own checks.
-for w in counters blocked tls fpu memory python_threads.py bash_loop.sh signals; do
+for w in counters blocked tls fpu memory python_threads.py bash_loop.sh signals files; do
     if start_wl $w; then
         p=$WPID
         nt=$(ls /proc/$p/task | wc -l)
@@ -199,9 +208,10 @@ fi
 
 # Cross-engine: checkpointed by stasis.ko (then killed), restarted by the user engine
 # (`stasis restart --engine user`): the restored workload must pass its checks.
-# (Workloads with pipes or files need the files extension's records: not yet.)
+# (stasis_files.ko writes the descriptors and pipes; signals fails on its itimer, files
+# is refused: deleted file.)
 if [ -x "${STASIS:-}" ]; then
-    for w in counters tls fpu; do
+    for w in counters tls fpu blocked; do
         start_wl $w || continue
         p=$WPID
         $CTL checkpoint $p $D/$w.x.img --kill >$D/$w.x.log 2>&1 || { fail "$w: checkpoint --kill"; cat $D/$w.x.log; continue; }

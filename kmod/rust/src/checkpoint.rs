@@ -6,9 +6,9 @@ use alloc::vec::Vec;
 use core::ffi::c_void;
 use core::mem::size_of;
 
-use stasis_abi::zerocopy::{FromZeros, IntoBytes};
+use stasis_abi::zerocopy::{FromBytes, FromZeros, IntoBytes};
 use stasis_image::records::{
-    engine, kind, thread_flags, vma_kind, FsRec, ItimersRec, MmRec, PageRun, ProcessRec, Rlimit,
+    engine, kind, thread_flags, FdFileRec, FdPipeRec, PipeDataRec, vma_kind, FsRec, ItimersRec, MmRec, PageRun, ProcessRec, Rlimit,
     RlimitsRec, Sigaction, SigactionsRec, SigpendingRec, ThreadRec, TimerVal, UserRegs, VmaRec,
     XstateRec,
 };
@@ -42,6 +42,10 @@ extern "C" {
     fn stasis_job_vma(job: *mut c_void, idx: u32, out: *mut KVma, size: usize, buf: *mut u8, len: usize) -> i64;
     fn stasis_job_read_page(job: *mut c_void, addr: u64, buf: *mut u8, mode: u32) -> i64;
     fn stasis_job_siginfo(job: *mut c_void, tid: i32, buf: *mut u8, cap: usize) -> i64;
+    fn stasis_ext_checkpoint(
+        wctx: *mut c_void,
+        record: unsafe extern "C" fn(*mut c_void, u32, *const u8, usize, *const u8, usize) -> i64,
+    ) -> i64;
     fn stasis_job_set_stats(job: *mut c_void, bytes: u64, pages: u64, threads: u64, vmas: u64);
 }
 
@@ -249,6 +253,48 @@ fn check(job: *mut c_void) -> Result<(), i64> {
         Err(r)
     } else {
         Ok(())
+    }
+}
+
+struct ExtWriter<'a> {
+    w: &'a mut Writer<JobSink>,
+    err: i64,
+}
+
+/// An extension's record: only the files extension's kinds with their exact fixed
+/// size, and the tail length the fixed part announces.
+unsafe extern "C" fn emit_record(
+    wctx: *mut c_void,
+    k: u32,
+    fixed: *const u8,
+    flen: usize,
+    tail: *const u8,
+    tlen: usize,
+) -> i64 {
+    // SAFETY: wctx is the ExtWriter of write_image, live during stasis_ext_checkpoint.
+    let ew = unsafe { &mut *(wctx as *mut ExtWriter) };
+    if fixed.is_null() || (tail.is_null() && tlen != 0) {
+        return -EINVAL;
+    }
+    // SAFETY: the extension passes valid buffers of these lengths.
+    let f = unsafe { core::slice::from_raw_parts(fixed, flen) };
+    let t: &[u8] = if tlen == 0 { &[] } else { unsafe { core::slice::from_raw_parts(tail, tlen) } };
+    let ok = match k {
+        kind::FD_FILE => FdFileRec::read_from_bytes(f).map(|r| r.path_len as usize == tlen).unwrap_or(false),
+        kind::FD_PIPE => FdPipeRec::read_from_bytes(f).map(|r| r.path_len as usize == tlen).unwrap_or(false),
+        kind::PIPE_DATA => PipeDataRec::read_from_bytes(f).map(|r| r.len == tlen as u64).unwrap_or(false),
+        _ => false,
+    };
+    if !ok {
+        log(LOG_WARN, "stasis: an extension emitted a malformed record\n");
+        return -EINVAL;
+    }
+    match ew.w.record(k, f, &[t]) {
+        Ok(()) => 0,
+        Err(e) => {
+            ew.err = werr(e);
+            ew.err
+        }
     }
 }
 
@@ -560,6 +606,17 @@ fn write_image(job: *mut c_void, stats: &mut Stats) -> Result<(), i64> {
                 runs.clear();
             }
         }
+    }
+
+    // Extensions' records (files, ...), written from their own modules.
+    let mut ew = ExtWriter { w: &mut w, err: 0 };
+    // SAFETY: emit_record gets &mut ew as wctx during this call only.
+    let r = unsafe { stasis_ext_checkpoint(&mut ew as *mut ExtWriter as *mut c_void, emit_record) };
+    if ew.err < 0 {
+        return Err(ew.err);
+    }
+    if r < 0 {
+        return Err(r);
     }
 
     stats.threads = threads.len() as u32;

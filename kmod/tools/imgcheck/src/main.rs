@@ -17,7 +17,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let img = match ProcessImage::parse(&bytes, &ParseOptions::CORE) {
+    let img = match ProcessImage::parse(&bytes, &ParseOptions::ALL) {
         Ok(i) => i,
         Err(e) => {
             eprintln!("{path}: {e}");
@@ -38,6 +38,15 @@ fn main() {
         pages,
         String::from_utf8_lossy(img.mm.exe),
     );
+    for f in &img.files {
+        println!("  fd {:>3} file {} pos {} flags {:#o}", f.rec.fd, String::from_utf8_lossy(f.path), f.rec.pos, f.rec.open_flags);
+    }
+    for p in &img.pipes {
+        println!("  fd {:>3} pipe {} fifo {}", p.rec.fd, p.rec.pipe_id, p.rec.fifo);
+    }
+    for (id, d) in &img.pipe_data {
+        println!("  pipe {id}: {} bytes buffered", d.len());
+    }
     for t in &img.threads {
         println!(
             "  tid {:>6} flags {}{} rip {:#x} rax {:#x} xstate {} bytes",
