@@ -133,6 +133,18 @@ fn restore_code(e: &RestoreError) -> Code {
     #[allow(unreachable_patterns)]
     match e {
         RestoreError::NotImplemented => Code::EngineUnavailable,
+        // The image cannot be restarted here: wrong machine, CPU, kernel, or
+        // something the engine does not handle.
+        RestoreError::Image(_)
+        | RestoreError::Arch { .. }
+        | RestoreError::PageSize { .. }
+        | RestoreError::MissingCpuFeatures { .. }
+        | RestoreError::VdsoMismatch { .. }
+        | RestoreError::Unsupported(_) => Code::BadImage,
+        // We may not recreate that process.
+        RestoreError::NoPermission { .. }
+        | RestoreError::Credentials { .. }
+        | RestoreError::RlimitTooHigh { .. } => Code::Target,
         _ => Code::Failed,
     }
 }
@@ -211,13 +223,59 @@ pub fn hint(err: &anyhow::Error) -> Option<&'static str> {
     None
 }
 
-/// Print the error (one line, the context chain joined by ": ") and its hint.
+/// The error chain as one line, joined by ": ". A cause whose text the
+/// previous message already ends with (errors that print their source in
+/// their own message and also return it from `source()`) is not repeated.
+pub fn one_line(err: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in err.chain() {
+        let msg = cause.to_string().replace('\n', " ");
+        if parts.last().is_some_and(|prev| prev.ends_with(&msg)) {
+            continue;
+        }
+        parts.push(msg);
+    }
+    parts.join(": ")
+}
+
+/// Print the error (one line) and its hint.
 pub fn report(err: &anyhow::Error) {
-    let msg = format!("{err:#}");
-    // Keep it to one line whatever the sources put in their messages.
-    let msg = msg.replace('\n', " ");
+    let msg = one_line(err);
     eprintln!("stasis: error: {msg}");
     if let Some(h) = hint(err) {
         eprintln!("hint: {h}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer: {0}")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn chain_without_repeats() {
+        let e = anyhow::Error::new(Outer(std::io::Error::from_raw_os_error(libc::EPERM)))
+            .context("checkpoint of PID 7 failed");
+        assert_eq!(
+            one_line(&e),
+            "checkpoint of PID 7 failed: outer: Operation not permitted (os error 1)"
+        );
+    }
+
+    #[test]
+    fn codes() {
+        let e = anyhow::Error::new(CliError::NoSuchProcess(3));
+        assert_eq!(classify(&e), Code::Target);
+        let e = anyhow::Error::new(RestoreError::PidInUse { pid: 3 }).context("x");
+        assert_eq!(classify(&e), Code::Failed);
+        let e = anyhow::Error::new(RestoreError::Image(ImageError::HeaderChecksum)).context("x");
+        assert_eq!(classify(&e), Code::BadImage);
+        let e = anyhow::Error::new(DumpError::NotImplemented).context("x");
+        assert_eq!(classify(&e), Code::EngineUnavailable);
+        let e = anyhow::Error::new(DumpError::NoProcess { pid: 3 });
+        assert_eq!(classify(&e), Code::Target);
     }
 }
