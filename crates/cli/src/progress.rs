@@ -2,7 +2,6 @@
 //! is a terminal and the operation moves more than ~256 MiB of page data.
 
 use std::io::IsTerminal;
-use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -42,8 +41,9 @@ impl stasis_user::Progress for Bar {
             .progress_chars("=> ");
             self.bar.set_style(style);
             self.bar.set_prefix(self.verb);
+            // Drawn on progress only, no steady tick: once a restored process
+            // owns the terminal, nothing may redraw over its output.
             self.bar.set_draw_target(ProgressDrawTarget::stderr());
-            self.bar.enable_steady_tick(Duration::from_millis(200));
         }
     }
 
