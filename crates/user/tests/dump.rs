@@ -1076,3 +1076,23 @@ fn thread_churn_during_freeze() {
     c.kill().unwrap();
     c.wait().unwrap();
 }
+
+/// A thread id is not a process: refused before anything is touched;
+/// a pid that does not exist gives NoProcess.
+#[test]
+fn thread_id_and_missing_pid_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = start("counters", dir.path(), &[]);
+    let pid = w.pid() as i32;
+    let tid = *tids(pid).iter().find(|&&t| t as i32 != pid).unwrap() as i32;
+    let e = checkpoint(tid, std::io::sink(), None)
+        .err()
+        .expect("a thread id must be refused");
+    assert!(e.to_string().contains("give the process id"), "{e}");
+    assert_running_untraced(pid);
+    let e = checkpoint(0x3fff_fff0, std::io::sink(), None)
+        .err()
+        .expect("no such pid");
+    assert!(matches!(e, DumpError::NoProcess { .. }), "{e}");
+    finish_ok(&mut w);
+}

@@ -238,6 +238,18 @@ pub fn checkpoint<W: std::io::Write>(
     if pid <= 0 {
         return Err(DumpError::NoProcess { pid });
     }
+    match Status::read(pid).and_then(|s| s.num("Tgid")) {
+        Ok(tgid) if tgid != pid as u64 => {
+            return Err(DumpError::Unsupported {
+                pid,
+                what: format!("thread {pid}"),
+                reason: format!("it is a thread of process {tgid}: give the process id"),
+            })
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(DumpError::NoProcess { pid }),
+        Err(e) => return Err(DumpError::io(pid, "reading /proc/PID/status", e)),
+    }
     let t0 = Instant::now();
     let tracer = freeze::Tracer::freeze(pid)?;
     let (out, mut stats) = dump_frozen(pid, &tracer, out, progress)?;
