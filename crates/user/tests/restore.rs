@@ -20,6 +20,21 @@ fn lock() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A restarted (detached) child of ours: killed and reaped if the test fails
+/// before it ends by itself, so no restored process outlives a failed test.
+struct Reaper(i32);
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if std::thread::panicking() && self.0 > 0 {
+            // SAFETY: kill + waitpid of our own child.
+            unsafe {
+                libc::kill(self.0, libc::SIGKILL);
+                libc::waitpid(self.0, std::ptr::null_mut(), 0);
+            }
+        }
+    }
+}
+
 fn dump(name: &str, dir: &Path) -> (PathBuf, Paths, u32) {
     let mut w = Workload::spawn(name, dir, &[]).expect("spawn");
     w.wait_ready(T).expect("ready");
@@ -73,6 +88,7 @@ fn detached_restart_has_the_image_layout_and_tids() {
     want_tids.sort();
 
     let out = restart(&img_path, &RestartOpts { detach: true, ..Default::default() }).expect("restart");
+    let _reaper = Reaper(pid as i32);
     assert_eq!(out, RestartOutcome::Detached { pid: pid as i32 });
     let mut tids: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))
         .expect("task dir")
@@ -225,6 +241,7 @@ fn restarted_process_checkpoints_again_identically() {
     let name = "tls";
     let (img1, paths, pid) = dump(name, dir.path());
     let out = restart(&img1, &RestartOpts { detach: true, ..Default::default() }).expect("restart");
+    let _reaper = Reaper(pid as i32);
     assert_eq!(out, RestartOutcome::Detached { pid: pid as i32 });
     std::thread::sleep(Duration::from_millis(100));
     let img2 = dir.path().join("image2");
@@ -329,6 +346,7 @@ fn capabilities_are_not_raised() {
     assert_ne!(cap_eff(std::process::id()) & (1 << 13), 0, "the test must run with CAP_NET_RAW");
 
     let out = restart(&img, &RestartOpts { detach: true, ..Default::default() }).expect("restart");
+    let _reaper = Reaper(pid as i32);
     assert_eq!(out, RestartOutcome::Detached { pid: pid as i32 });
     assert_eq!(cap_eff(pid), before, "capabilities after restart");
     for e in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
@@ -367,6 +385,7 @@ fn detached_pidns_restart_while_pid_in_use() {
     let ids: Vec<i32> = nspid.split_whitespace().map(|x| x.parse().unwrap()).collect();
     assert_eq!(ids, vec![pid, w.pid() as i32], "PID inside the namespace");
     let init: i32 = status.lines().find_map(|l| l.strip_prefix("PPid:")).unwrap().trim().parse().unwrap();
+    let _reaper = Reaper(init); // killing the namespace init ends the namespace
     // Both write the same verdict file: kill the stopped original first.
     w.kill_and_reap().expect("kill original");
     request_stop(&w.paths().stop).expect("stop");
@@ -400,6 +419,7 @@ fn progress_adds_up() {
     let (img, paths, pid) = dump("memory", dir.path());
     let p = P { total: AtomicU64::new(0), done: AtomicU64::new(0), calls: AtomicU64::new(0) };
     let out = restart(&img, &RestartOpts { detach: true, progress: Some(&p), ..Default::default() }).expect("restart");
+    let _reaper = Reaper(pid as i32);
     assert_eq!(out, RestartOutcome::Detached { pid: pid as i32 });
     let total = p.total.load(Ordering::SeqCst);
     assert!(total > 32 << 20, "memory workload has tens of MiB of pages: {total}");

@@ -10,6 +10,20 @@ use stasis_workloads::{request_stop, wait_verdict, Workload};
 
 const T: Duration = Duration::from_secs(60);
 
+/// Kill and reap the restarted child if the test fails before it ends.
+struct Reaper(i32);
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // SAFETY: kill + waitpid of our own child.
+            unsafe {
+                libc::kill(self.0, libc::SIGKILL);
+                libc::waitpid(self.0, std::ptr::null_mut(), 0);
+            }
+        }
+    }
+}
+
 fn keep_restorer(name: &str) {
     let dir = tempfile::tempdir_in("/tmp").expect("tempdir");
     let mut w = Workload::spawn(name, dir.path(), &[]).expect("spawn");
@@ -28,6 +42,7 @@ fn keep_restorer(name: &str) {
     };
 
     let out = restart(&img, &RestartOpts { detach: true, ..Default::default() }).expect("restart");
+    let _reaper = Reaper(pid as i32);
     assert_eq!(out, RestartOutcome::Detached { pid: pid as i32 });
     // The restorer area is the one mapping that is not in the image.
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();

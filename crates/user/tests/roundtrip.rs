@@ -24,6 +24,18 @@ fn lock() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Kills the restarted process (same PID as the original) if the test fails
+/// while it runs; the restart thread then reaps it.
+struct KillOnPanic(i32);
+impl Drop for KillOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // SAFETY: kill of the process we restarted.
+            unsafe { libc::kill(self.0, libc::SIGKILL) };
+        }
+    }
+}
+
 fn workdir(name: &str) -> tempfile::TempDir {
     tempfile::Builder::new().prefix(&format!("stasis-rt-{name}-")).tempdir_in("/tmp").expect("tempdir")
 }
@@ -49,6 +61,7 @@ fn restart_and_check(name: &str, img: &Path, paths: &Paths, pid: u32) {
     let _ = std::fs::remove_file(&paths.stop);
     let img2 = img.to_path_buf();
     let h = thread::spawn(move || restart(&img2, &RestartOpts::default()));
+    let _kill = KillOnPanic(pid as i32);
     // Let it run a little after the restart, then ask it to stop.
     thread::sleep(Duration::from_millis(300));
     if h.is_finished() {
@@ -197,6 +210,7 @@ fn two_restarts_at_once() {
     let (i1, i2) = (img1.clone(), img2.clone());
     let h1 = thread::spawn(move || restart(&i1, &RestartOpts::default()));
     let h2 = thread::spawn(move || restart(&i2, &RestartOpts::default()));
+    let (_k1, _k2) = (KillOnPanic(pid1 as i32), KillOnPanic(pid2 as i32));
     thread::sleep(Duration::from_millis(400));
     request_stop(&p1.stop).expect("stop 1");
     request_stop(&p2.stop).expect("stop 2");
