@@ -49,9 +49,11 @@ mkdir -p $R/dev/pts $R/dev/shm
 mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts $R/dev/pts
 mount -t tmpfs -o mode=1777 tmpfs $R/dev/shm
 mount -t tmpfs -o mode=0755 tmpfs $R/run || fail "tmpfs /run"
-mount -t tmpfs -o mode=1777 tmpfs $R/tmp || fail "tmpfs /tmp"
+# /tmp stays the overlay's: the host's /tmp shows through (a CI clone may live
+# there) and writes go to the tmpfs upper layer.
+chmod 1777 $R/tmp 2>/dev/null
 mkdir -p $R/run/stasis-guest $R/run/lock $R/run/hostroot
-# The host's root as is (its /tmp is hidden under the guest's tmpfs /tmp).
+# The host's root as is, read-only.
 mount -o bind,ro /host $R/run/hostroot
 mount -o move /hostrun $R/run/stasis-guest || fail "cannot move the hostrun share"
 [ -d /sys/kernel/debug ] && mount -t debugfs debugfs $R/sys/kernel/debug 2>/dev/null

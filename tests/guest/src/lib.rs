@@ -144,8 +144,9 @@ pub struct GuestOpts {
     /// Limit for boot alone (QEMU start to the command starting).
     pub boot_timeout: Duration,
     /// The command's working directory in the guest (default: the host's cwd). If it is
-    /// hidden in the guest (under /tmp, which is a fresh tmpfs there), the command runs in
-    /// the read-only /run/hostroot/CWD; if that does not exist either, in /.
+    /// missing in the guest (the overlay shows the host's root, /tmp included, but not
+    /// what the guest's own mounts cover, such as /run), the command runs in the
+    /// read-only /run/hostroot/CWD; if that does not exist either, in /.
     pub cwd: Option<PathBuf>,
     /// Extra environment for the command (on top of PATH, HOME=/root, TERM=dumb, ...).
     pub env: Vec<(String, String)>,
@@ -802,7 +803,7 @@ pub fn run_script(opts: &GuestOpts, script: &str) -> Result<GuestOutput, GuestEr
     let hq = shell_quote(&format!("/run/hostroot{cwd}"));
     let _ = writeln!(
         run_sh,
-        "cd {q} 2>/dev/null || {{ cd {hq} 2>/dev/null && echo \"stasis-guest: cwd \"{q}\" is hidden in the guest (tmpfs /tmp?); using the read-only \"{hq} >&2; }} || {{ echo \"stasis-guest: cwd \"{q}\" does not exist in the guest; using /\" >&2; cd /; }}"
+        "cd {q} 2>/dev/null || {{ cd {hq} 2>/dev/null && echo \"stasis-guest: cwd \"{q}\" is not visible in the guest; using the read-only \"{hq} >&2; }} || {{ echo \"stasis-guest: cwd \"{q}\" does not exist in the guest; using /\" >&2; cd /; }}"
     );
     fs::write(sd.join("cmd.sh"), script).map_err(io_err("write cmd.sh"))?;
     run_sh.push_str(". /run/stasis-guest/cmd.sh\n");
