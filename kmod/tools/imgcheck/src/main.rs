@@ -38,6 +38,12 @@ fn main() {
         pages,
         String::from_utf8_lossy(img.mm.exe),
     );
+    println!(
+        "  itimer real interval {} ns value {} ns; {} process-wide pending",
+        img.itimers.real.interval_ns,
+        img.itimers.real.value_ns,
+        img.shared_pending.len()
+    );
     for f in &img.files {
         println!("  fd {:>3} file {} pos {} flags {:#o}", f.rec.fd, String::from_utf8_lossy(f.path), f.rec.pos, f.rec.open_flags);
     }
