@@ -11,7 +11,8 @@
  * PIPE_DATA with the bytes buffered in each pipe, read without consuming them.
  * Refused (EOPNOTSUPP, logged): sockets (extension net), anonymous-inode files
  * (eventfd, epoll, signalfd, timerfd: extension events), deleted files (their
- * contents are not written yet).
+ * contents are not written yet), named FIFOs unless an anonymous pipe of the same
+ * process proves their file_operations are the pipe's.
  */
 #define pr_fmt(fmt) "stasis_files: " fmt
 
@@ -44,6 +45,7 @@ struct files_ctx {
 	unsigned int nr_files;
 	const void **pipes;		/* pipes seen (pipe_id = index + 1) */
 	unsigned int nr_pipes;
+	const struct file_operations *pipe_fops; /* of a pipefs file seen (pipefifo_fops) */
 };
 
 /* Index + 1 of @p in @tab, adding it if new (*is_new). 0 when the table is full. */
@@ -160,8 +162,14 @@ static long files_one(struct files_ctx *c, unsigned int fd, struct file *f, bool
 			.ino = inode->i_ino,
 		};
 
-		if (!pipe)
+		/* private_data is a pipe_inode_info only for pipefifo_fops files (not
+		 * exported): a pipefs file has them; a named FIFO must match one seen. */
+		if (magic == PIPEFS_MAGIC)
+			c->pipe_fops = f->f_op;
+		if (!pipe || f->f_op != c->pipe_fops) {
+			pr_warn("checkpoint refused: fd %u is a named FIFO (not supported yet)\n", fd);
 			return -EOPNOTSUPP;
+		}
 		rec.pipe_id = files_id(c->pipes, &c->nr_pipes, pipe, &is_new);
 		if (!rec.pipe_id)
 			return -E2BIG;
