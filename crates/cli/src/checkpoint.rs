@@ -121,7 +121,7 @@ pub fn run(args: &CheckpointArgs, quiet: bool) -> Result<()> {
     let (frozen, stats, image_bytes, frozen_for) = write_image(engine, pid, file, temp, &bar)
         .with_context(|| format!("checkpoint of PID {pid} failed"))?;
     // The image is durable: now, and only now, the target may be killed or stopped.
-    release(frozen, pid, after)
+    release(frozen, after)
         .with_context(|| format!("the image is safely written, but releasing PID {pid} failed"))?;
     bar.finish();
 
@@ -138,28 +138,16 @@ pub fn run(args: &CheckpointArgs, quiet: bool) -> Result<()> {
     Ok(())
 }
 
-/// Release the target as asked. `--kill` is done as "leave it stopped, then
-/// SIGKILL": the target cannot run a single instruction after its image was
-/// taken (the SIGSTOP is queued before any thread is detached), it leaves no
-/// traced zombies behind, and its real parent reaps it as usual. (The
-/// engine's own `After::Kill` waits for the traced leader's exit before the
-/// other threads', which never returns when stasis is not the target's
-/// parent, i.e. always from the command line.)
-fn release(frozen: Frozen, pid: i32, after: After) -> Result<()> {
-    match after {
-        After::Kill => {
-            frozen.release(After::Stop)?;
-            // SAFETY: sending a signal.
-            if unsafe { libc::kill(pid, libc::SIGKILL) } != 0 {
-                let e = std::io::Error::last_os_error();
-                if e.raw_os_error() != Some(libc::ESRCH) {
-                    return Err(e).context("cannot send SIGKILL");
-                }
-            }
-            Ok(())
-        }
-        other => Ok(frozen.release(other)?),
-    }
+/// Release the target as asked. `--kill` is the engine's `After::Kill`:
+/// SIGKILL is sent while every thread is still in a ptrace stop, so the
+/// target runs no instruction after its image was taken, and the engine
+/// collects each traced thread's exit (bounded: `DumpError::KillTimeout`) so
+/// no traced zombie is left; the real parent reaps the process as usual.
+/// (An earlier workaround, "release stopped, then SIGKILL", made the real
+/// parent see a job-control stop first, and left the target stopped for good
+/// if stasis died between the two steps.)
+fn release(frozen: Frozen, after: After) -> Result<()> {
+    Ok(frozen.release(after)?)
 }
 
 /// Run the engine into `file` and make the result durable (under its final

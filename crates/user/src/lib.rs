@@ -13,7 +13,7 @@ pub mod ptrace;
 pub mod restore;
 pub mod sys;
 
-pub use dump::{checkpoint, After, CheckpointStats, DumpError, Frozen};
+pub use dump::{checkpoint, After, CheckpointStats, DumpError, Frozen, KILL_TIMEOUT};
 pub use restore::{restart, RestartOpts, RestartOutcome, RestoreError};
 
 /// Progress reporting for long checkpoints and restarts (the CLI draws a bar).

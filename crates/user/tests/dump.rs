@@ -475,6 +475,98 @@ fn wait_untraced(pid: i32, what: &str) {
     }
 }
 
+/// `After::Kill` when the checkpointer is NOT the target's parent (always
+/// the case from the command line): an intermediate shell starts the
+/// workload and waits for it; this test checkpoints it and kills it. The
+/// kernel reports a traced leader's exit only once the other traced threads
+/// are collected, so release must not wait on the leader first. It must
+/// return promptly, leave nothing of the target but what its real parent
+/// reaps, and the parent must see a SIGKILL.
+#[test]
+fn kill_when_the_checkpointer_is_not_the_parent() {
+    use std::io::BufRead;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    for name in ["counters", "blocked", "signals"] {
+        let dir = tempfile::tempdir().unwrap();
+        let argv = Workload::argv(name, dir.path(), &[]).unwrap();
+        let paths = stasis_workloads::Paths::new(dir.path(), name);
+        let mut sh = Command::new("sh")
+            .arg("-c")
+            .arg(r#""$@" </dev/null >/dev/null 2>&1 & echo $!; wait $!; echo "status $?""#)
+            .arg("sh")
+            .args(&argv)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()) // "Killed"
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(sh.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let pid: i32 = line.trim().parse().expect("workload pid from the shell");
+        stasis_workloads::wait_ready(&paths.ready, READY).expect("workload ready");
+        let live = tids(pid);
+        assert!(live.len() > 1, "{name}: expected a multithreaded target");
+        let ppid = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let ppid: u32 = ppid
+            .rsplit_once(") ")
+            .unwrap()
+            .1
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(ppid, sh.id(), "{name}: the shell is the workload's parent");
+
+        let img = dir.path().join("img");
+        let (frozen, _f, _) = checkpoint(pid, fs::File::create(&img).unwrap(), None)
+            .unwrap_or_else(|e| panic!("{name}: checkpoint: {e}"));
+        // release() must run on this thread (ptrace); a watchdog turns a
+        // hang into a failure of the whole test binary.
+        let done = Arc::new(AtomicBool::new(false));
+        let d = done.clone();
+        let watchdog = std::thread::spawn(move || {
+            let t0 = Instant::now();
+            while !d.load(Ordering::SeqCst) {
+                if t0.elapsed() > Duration::from_secs(60) {
+                    eprintln!("{name}: release(After::Kill) hangs (not the parent)");
+                    std::process::exit(101);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        let t0 = Instant::now();
+        let r = frozen.release(After::Kill);
+        let took = t0.elapsed();
+        done.store(true, Ordering::SeqCst);
+        watchdog.join().unwrap();
+        r.unwrap_or_else(|e| panic!("{name}: release(After::Kill): {e}"));
+        assert!(
+            took < Duration::from_secs(5),
+            "{name}: release took {took:?}"
+        );
+        // No thread of the target is left running or traced: at most the
+        // leader's zombie, for the shell to reap.
+        for t in live.iter().filter(|&&t| t != pid as u32) {
+            assert!(
+                !Path::new(&format!("/proc/{pid}/task/{t}")).exists(),
+                "{name}: thread {t} still exists"
+            );
+        }
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+        assert_eq!(rest.trim(), "status 137", "{name}: the parent saw {rest:?}");
+        assert!(sh.wait().unwrap().success());
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "{name}: process {pid} still exists after its parent reaped it"
+        );
+        check_image(&parse(&fs::read(&img).unwrap()), pid, &live);
+    }
+}
+
 /// Kill a checkpointer (examples/dump_one) with SIGKILL at many moments —
 /// right as it reaches each phase of the dump (from its STASIS_DUMP_TRACE
 /// lines) plus small delays, which lands kills inside the freeze, the

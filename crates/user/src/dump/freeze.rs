@@ -228,37 +228,76 @@ impl Tracer {
         }
     }
 
-    /// SIGKILL the process and reap the traced threads' exit notifications.
-    pub fn kill(&mut self) -> Result<(), DumpError> {
+    /// SIGKILL the process and collect the traced threads' exits, within
+    /// `timeout`.
+    ///
+    /// Each traced thread reports its death to us (its tracer) and stays a
+    /// traced zombie until we wait for it. The kernel does not report the
+    /// thread-group leader's exit while other threads of the group are not
+    /// yet reaped (delay_group_leader), so waiting on the leader first would
+    /// block forever when we are not its real parent. Instead every traced
+    /// thread is polled (WNOHANG) until all are gone; the leader shows up
+    /// once the others are collected. Collecting the leader as its tracer
+    /// hands its exit on to the real parent, which reaps the process as
+    /// usual. If we are also the real parent, the leader's exit status is
+    /// left to the code that reaps our children.
+    pub fn kill(&mut self, timeout: std::time::Duration) -> Result<(), DumpError> {
         if self.released {
             return Ok(());
         }
         self.released = true;
-        // If we are also the real parent, leave the leader's exit status to
-        // the code that reaps our children.
         // SAFETY: getpid has no arguments.
         let me = unsafe { libc::getpid() };
         let parent_is_us = crate::proc::Stat::read(self.pid)
             .and_then(|s| s.i64(4))
             .ok()
             == Some(i64::from(me));
-        let r = sys::kill(self.pid, libc::SIGKILL);
-        for x in std::mem::take(&mut self.threads) {
-            if parent_is_us && x.tid == self.pid {
-                continue;
+        if let Err(e) = sys::kill(self.pid, libc::SIGKILL) {
+            // Cannot happen for a process we trace (ESRCH would mean it is
+            // already gone). Detach so nothing stays traced.
+            let threads = std::mem::take(&mut self.threads);
+            for x in threads {
+                let _ = detach_one(x);
             }
-            // Each traced thread reports its death to us; collect it so no
-            // traced zombie lingers (the real parent reaps the process).
-            for _ in 0..100 {
-                match sys::waitpid(x.tid, 0) {
-                    Ok(Some((_, WaitStatus::Exited(_) | WaitStatus::Signaled(_)))) | Err(_) => {
-                        break
-                    }
-                    Ok(_) => continue,
-                }
-            }
+            return Err(DumpError::io(self.pid, "sending SIGKILL", e));
         }
-        r.map_err(|e| DumpError::io(self.pid, "sending SIGKILL", e))
+        let mut left: Vec<i32> = std::mem::take(&mut self.threads)
+            .into_iter()
+            .map(|x| x.tid)
+            .filter(|&tid| !(parent_is_us && tid == self.pid))
+            .collect();
+        // Non-leaders first (the leader cannot be collected before them).
+        left.sort_unstable_by_key(|&t| (t == self.pid, t));
+        let t0 = std::time::Instant::now();
+        let mut nap = std::time::Duration::from_micros(100);
+        loop {
+            left.retain(|&tid| match sys::waitpid(tid, libc::WNOHANG) {
+                Ok(None) => true,
+                Ok(Some((_, WaitStatus::Exited(_) | WaitStatus::Signaled(_)))) => false,
+                Ok(Some((_, WaitStatus::Stopped { .. }))) => {
+                    // A stop that raced with the SIGKILL (e.g. an event
+                    // stop): let it go on to its death.
+                    let _ = ptrace::cont(tid, 0);
+                    true
+                }
+                Ok(Some((_, WaitStatus::Continued))) => true,
+                // ECHILD: not ours to wait for any more (reaped, or the
+                // thread is gone and was auto-reaped).
+                Err(_) => false,
+            });
+            if left.is_empty() {
+                return Ok(());
+            }
+            if t0.elapsed() >= timeout {
+                return Err(DumpError::KillTimeout {
+                    pid: self.pid,
+                    tids: left,
+                    after: timeout,
+                });
+            }
+            std::thread::sleep(nap);
+            nap = (nap * 2).min(std::time::Duration::from_millis(10));
+        }
     }
 }
 

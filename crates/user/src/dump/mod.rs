@@ -166,6 +166,16 @@ pub enum DumpError {
         call: String,
         source: io::Error,
     },
+    #[error(
+        "process {pid}: killed, but threads {tids:?} did not exit within {after:?} \
+         (stuck in the kernel?)"
+    )]
+    KillTimeout {
+        pid: i32,
+        /// Traced threads whose exit was not seen.
+        tids: Vec<i32>,
+        after: Duration,
+    },
     #[error("process {pid}: writing the image at offset {offset}: {source}")]
     Write {
         pid: i32,
@@ -184,6 +194,10 @@ impl DumpError {
     }
 }
 
+/// How long [`Frozen::release`] with [`After::Kill`] waits for the killed
+/// threads' exits before it gives up with [`DumpError::KillTimeout`].
+pub const KILL_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A frozen target whose image has been written. Dropping it lets the target
 /// run on. All ptrace requests must come from the thread that seized the
 /// target, so a `Frozen` cannot be sent to another thread.
@@ -201,11 +215,17 @@ impl Frozen {
 
     /// Release the target: run on, kill it, or leave it stopped (SIGSTOP,
     /// untraced).
+    ///
+    /// With [`After::Kill`] it returns once every traced thread's exit has
+    /// been collected (no traced zombie is left; the real parent, if it is
+    /// not us, reaps the process as usual), or fails with
+    /// [`DumpError::KillTimeout`] after [`KILL_TIMEOUT`]. If we are the
+    /// target's real parent, the process is left for us to reap.
     pub fn release(mut self, after: After) -> Result<(), DumpError> {
         match after {
             After::LeaveRunning => self.tracer.release(false),
             After::Stop => self.tracer.release(true),
-            After::Kill => self.tracer.kill(),
+            After::Kill => self.tracer.kill(KILL_TIMEOUT),
         }
     }
 }
