@@ -56,17 +56,21 @@ mkdir -p "$ROOT"
 emit "INFO kernel=$(uname -r) machine=$(uname -m) cpus=$(nproc) mem_kib=$(awk '/MemTotal/{print $2}' /proc/meminfo) thp=$(sed 's/.*\[\(.*\)\].*/\1/' /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null) tmpfs_kib=$(df -k "$ROOT" | awk 'NR==2{print $2}')"
 emit "INFO criu=\"criu $(criu --version 2>&1 | sed -n 's/^Version: *//p' | head -1 | oneline)\" stasis=\"$($STASIS --version 2>&1 | head -1 | oneline)\""
 
-# ---- machine limits ----
-progress "limits"
-emit "$("$BIN/memcpy_bw" 256 5)"
-for i in 1 2; do
+# ---- machine limits (measured at the start and again at the end: the host's load moves) ----
+limits() {
+    progress "limits ($1)"
+    emit "$("$BIN/memcpy_bw" 256 5) when=$1"
+    for i in 1 2; do
+        rm -f "$ROOT/dd"
+        t0=$(now_us)
+        dd if=/dev/zero of="$ROOT/dd" bs=1M count=1024 conv=fsync status=none
+        t1=$(now_us)
+        emit "LIMIT name=tmpfs_write mib=1024 rep=$i ms=$(ms $((t1 - t0))) mib_s=$(awk -v d=$((t1 - t0)) 'BEGIN{printf "%.1f", 1024/(d/1e6)}') when=$1"
+    done
     rm -f "$ROOT/dd"
-    t0=$(now_us)
-    dd if=/dev/zero of="$ROOT/dd" bs=1M count=1024 conv=fsync status=none
-    t1=$(now_us)
-    emit "LIMIT name=tmpfs_write mib=1024 rep=$i ms=$(ms $((t1 - t0))) mib_s=$(awk -v d=$((t1 - t0)) 'BEGIN{printf "%.1f", 1024/(d/1e6)}')"
-done
-rm -f "$ROOT/dd"
+    emit "$("$BIN/memcpy_bw" --write "$ROOT/wr" 1024) when=$1"
+}
+limits start
 
 # ---- criu check (caches its kernel probes in /run) ----
 if [[ " $TOOLS " == *" criu "* ]]; then
@@ -241,6 +245,8 @@ for cfg in $CONFIGS; do
         done
     done
 done
+
+limits end
 
 # ---- kernel engine: only if it works here ----
 progress "kernel engine probe"
