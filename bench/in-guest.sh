@@ -111,8 +111,18 @@ cleanup_pids() {
 finish() {
     local tool=$1 t=$2 m=$3 rep=$4 pid=$5 ts=$SECONDS
     touch "$W/v.stop"
-    if ! wait_file "$W/v" 600; then
-        fail "$tool" "$t" "$m" "$rep" verdict "no verdict within 600 s (pid $pid $(alive "$pid" && echo alive || echo gone)); log: $(tail -3 "$W/log" 2>/dev/null)"
+    local end=$((SECONDS + 600)) gone=""
+    while [ ! -e "$W/v" ]; do
+        if ! alive "$pid"; then
+            # Exited (or died) without a verdict? Give the rename a moment.
+            [ -n "$gone" ] && ((SECONDS >= gone)) && break
+            [ -z "$gone" ] && gone=$((SECONDS + 2))
+        fi
+        ((SECONDS >= end)) && break
+        sleep 0.05
+    done
+    if [ ! -e "$W/v" ]; then
+        fail "$tool" "$t" "$m" "$rep" verdict "no verdict (pid $pid $(alive "$pid" && echo 'still alive after 600 s' || echo 'exited without one')); log: $(tail -3 "$W/log" 2>/dev/null)"
         cleanup_pids "$pid"
         return 1
     fi
