@@ -15,3 +15,6 @@ if [ -x crates/image/fuzz/run.sh ] || [ -f crates/image/fuzz/run.sh ]; then
     echo "== fuzzing the image parser (${STASIS_FUZZ_SECONDS:-60} s)"
     bash crates/image/fuzz/run.sh "${STASIS_FUZZ_SECONDS:-60}"
 fi
+
+echo "== kernel engine: build stasis.ko and stasis_files.ko, test them in the stock 6.1 guest"
+bash tests/kmod/run.sh
