@@ -102,6 +102,8 @@ pub fn vma_flags(flags: u32) -> Vec<&'static str> {
         (vma_flags::DONTDUMP, "dontdump"),
         (vma_flags::LOCKED, "locked"),
         (vma_flags::NORESERVE, "noreserve"),
+        (vma_flags::HUGEPAGE, "hugepage"),
+        (vma_flags::NOHUGEPAGE, "nohugepage"),
     ]
     .into_iter()
     .filter(|(b, _)| flags & b != 0)

@@ -134,7 +134,9 @@ fn verdicts(output: &str) -> (Vec<&str>, Vec<String>) {
         match output.lines().find_map(|l| l.strip_prefix(prefix.as_str())) {
             Some("ok") => ok.push(*name),
             Some(other) => bad.push(format!("{name}: {other}")),
-            None => bad.push(format!("{name}: no WORKLOAD line (the script did not get to it)")),
+            None => bad.push(format!(
+                "{name}: no WORKLOAD line (the script did not get to it)"
+            )),
         }
     }
     (ok, bad)

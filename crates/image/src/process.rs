@@ -348,7 +348,9 @@ const VMA_FLAGS_KNOWN: u32 = vma_flags::SHARED
     | vma_flags::DONTFORK
     | vma_flags::DONTDUMP
     | vma_flags::LOCKED
-    | vma_flags::NORESERVE;
+    | vma_flags::NORESERVE
+    | vma_flags::HUGEPAGE
+    | vma_flags::NOHUGEPAGE;
 const THREAD_FLAGS_KNOWN: u32 = thread_flags::LEADER | thread_flags::SYSCALL_FIXED;
 
 impl<'a> ProcessImage<'a> {

@@ -259,6 +259,12 @@ pub mod vma_flags {
     pub const LOCKED: u32 = 1 << 5;
     /// Was set up MAP_NORESERVE.
     pub const NORESERVE: u32 = 1 << 6;
+    /// madvise(MADV_HUGEPAGE) (VM_HUGEPAGE, VmFlags `hg`).
+    pub const HUGEPAGE: u32 = 1 << 7;
+    /// madvise(MADV_NOHUGEPAGE) (VM_NOHUGEPAGE, VmFlags `nh`). A restart
+    /// applies it before filling the pages, so that with THP `always` the
+    /// fill does not fault in huge pages.
+    pub const NOHUGEPAGE: u32 = 1 << 8;
 }
 
 record_struct! {

@@ -123,6 +123,11 @@ pub const MAX_SPECIALS: usize = 4;
 pub const MADV_BIT_DONTFORK: u32 = 1;
 pub const MADV_BIT_DONTDUMP: u32 = 2;
 pub const MADV_BIT_LOCKED: u32 = 4;
+/// MADV_HUGEPAGE / MADV_NOHUGEPAGE: applied right after the mmap, before the
+/// pages are filled (the fill must not fault in huge pages the process had
+/// opted out of).
+pub const MADV_BIT_HUGEPAGE: u32 = 8;
+pub const MADV_BIT_NOHUGEPAGE: u32 = 16;
 
 /// One VMA to map.
 #[repr(C)]

@@ -189,6 +189,25 @@ extern "C" fn restorer_main(a: *mut Args) -> ! {
             Ok(_) => fail(a, stage::MAP_VMA, 0, v.start, v.end),
             Err(e) => fail(a, stage::MAP_VMA, e, v.start, v.end),
         }
+        // THP advice before the fill: with THP "always", writing the pages
+        // of a MADV_NOHUGEPAGE range would otherwise fault in huge pages.
+        // EINVAL (a kernel without THP) is no reason to fail the restart.
+        let thp = if v.madv & MADV_BIT_NOHUGEPAGE != 0 {
+            MADV_NOHUGEPAGE
+        } else if v.madv & MADV_BIT_HUGEPAGE != 0 {
+            MADV_HUGEPAGE
+        } else {
+            0
+        };
+        if thp != 0 {
+            // SAFETY: advice on the mapping just made.
+            let r = unsafe { syscall3(SYS_MADVISE, v.start as usize, len as usize, thp) };
+            match check(r) {
+                Ok(_) => {}
+                Err(e) if e as isize == EINVAL => {}
+                Err(e) => fail(a, stage::MADVISE, e, v.start, v.end),
+            }
+        }
         i += 1;
     }
 

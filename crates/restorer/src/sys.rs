@@ -37,6 +37,8 @@ pub const MREMAP_MAYMOVE: usize = 1;
 pub const MREMAP_FIXED: usize = 2;
 pub const MADV_DONTFORK: usize = 10;
 pub const MADV_DONTDUMP: usize = 16;
+pub const MADV_HUGEPAGE: usize = 14;
+pub const MADV_NOHUGEPAGE: usize = 15;
 pub const PR_SET_NAME: usize = 15;
 pub const PR_SET_MM: usize = 35;
 pub const PR_SET_MM_MAP: usize = 14;
@@ -46,6 +48,7 @@ pub const ARCH_SET_FS: usize = 0x1002;
 pub const FUTEX_WAIT_PRIVATE: usize = 128;
 pub const FUTEX_WAKE_PRIVATE: usize = 129;
 pub const EINTR: isize = 4;
+pub const EINVAL: isize = 22;
 pub const EAGAIN: isize = 11;
 
 #[inline(always)]

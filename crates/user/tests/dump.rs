@@ -259,6 +259,15 @@ fn untouched_reserve_is_not_read() {
         .vmas
         .iter()
         .any(|v| v.rec.kind == vma_kind::ANON_SHARED && v.rec.shm_id != 0));
+    // The reservation is MADV_NOHUGEPAGE and MAP_NORESERVE: both recorded.
+    let nh = stasis_image::records::vma_flags::NOHUGEPAGE;
+    let nr = stasis_image::records::vma_flags::NORESERVE;
+    assert!(
+        img.vmas
+            .iter()
+            .any(|v| v.rec.flags & (nh | nr) == nh | nr && v.rec.end - v.rec.start >= 256 << 20),
+        "no MADV_NOHUGEPAGE + MAP_NORESERVE reservation in the image"
+    );
     finish_ok(&mut w);
 }
 

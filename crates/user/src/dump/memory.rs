@@ -85,6 +85,8 @@ pub(crate) fn vmas(
             ("dd", vma_flags::DONTDUMP),
             ("lo", vma_flags::LOCKED),
             ("nr", vma_flags::NORESERVE),
+            ("hg", vma_flags::HUGEPAGE),
+            ("nh", vma_flags::NOHUGEPAGE),
         ] {
             if m.has_flag(f) {
                 flags |= bit;

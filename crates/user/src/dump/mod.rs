@@ -47,6 +47,9 @@
 //!   FILE_DELETED when the file is deleted or a memfd: then an fd with the
 //!   same dev/ino carries its contents). `dev` = makedev(major, minor) from
 //!   maps, same encoding as st_dev in FD_FILE.
+//! - VMA flags from smaps VmFlags: gd GROWSDOWN, dc DONTFORK, dd DONTDUMP,
+//!   lo LOCKED, nr NORESERVE, hg HUGEPAGE, nh NOHUGEPAGE (the restorer
+//!   applies the THP advice before filling pages).
 //! - Pages: anonymous private memory: present or swapped pages minus zero
 //!   pages; private file mappings: only private (COW) pages, zero ones kept;
 //!   shared anonymous memory: the object's data pages (SEEK_DATA through

@@ -466,6 +466,12 @@ pub fn prepare(img: &ProcessImage<'_>, image_file: &std::fs::File, image_bytes: 
         if r.flags & vma_flags::LOCKED != 0 {
             madv |= abi::MADV_BIT_LOCKED;
         }
+        if r.flags & vma_flags::HUGEPAGE != 0 {
+            madv |= abi::MADV_BIT_HUGEPAGE;
+        }
+        if r.flags & vma_flags::NOHUGEPAGE != 0 {
+            madv |= abi::MADV_BIT_NOHUGEPAGE;
+        }
         let idx = vmas.len();
         vmas.push(Vma {
             start: r.start,
