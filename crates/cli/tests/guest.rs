@@ -81,12 +81,13 @@ run_one() {
     setsid "${cmd[@]}" --verdict "$D/$stem.verdict" --ready "$D/$stem.ready" \
         --stop "$D/$stem.stop" "$@" </dev/null >"$D/$stem.log" 2>&1 &
     local child=$!
-    if ! wait_file "$D/$stem.ready" 120; then fail "not ready within 120 s"; return; fi
+    pid=$child
+    if ! wait_file "$D/$stem.ready" 60; then fail "not ready within 60 s"; return; fi
     pid=$(sed -n 's/^ready pid=\([0-9]*\).*/\1/p' "$D/$stem.ready")
     [ "$pid" = "$child" ] || { fail "ready file says pid '$pid', started $child"; return; }
     local t1=$SECONDS
     local rc
-    timeout 300 "$STASIS" checkpoint "$pid" -o "$D/img" --kill 2>"$D/checkpoint.err"
+    timeout 120 "$STASIS" checkpoint "$pid" -o "$D/img" --kill 2>"$D/checkpoint.err"
     rc=$?
     if [ $rc -ne 0 ]; then fail "checkpoint exited $rc: $(tail -n1 "$D/checkpoint.err")"; return; fi
     # Its parent is this shell: reap it so its PID is free for the restart.
@@ -98,18 +99,18 @@ run_one() {
     rc=$?
     if [ $rc -ne 0 ]; then fail "verify exited $rc: $(tail -n1 "$D/verify.err")"; return; fi
     local rpid
-    rpid=$(timeout 300 "$STASIS" restart "$D/img" --detach 2>"$D/restart.err")
+    rpid=$(timeout 120 "$STASIS" restart "$D/img" --detach 2>"$D/restart.err")
     rc=$?
     if [ $rc -ne 0 ]; then fail "restart exited $rc: $(tail -n1 "$D/restart.err")"; return; fi
     [ "$rpid" = "$pid" ] || { fail "restart printed pid '$rpid', expected $pid"; return; }
     local t3=$SECONDS
     sleep 1
     touch "$D/$stem.stop"
-    if ! wait_file "$D/$stem.verdict" 180; then fail "no verdict within 180 s of stop"; return; fi
+    if ! wait_file "$D/$stem.verdict" 60; then fail "no verdict within 60 s of stop"; return; fi
     local v
     v=$(cat "$D/$stem.verdict")
     if [ "$v" != ok ]; then fail "verdict: $v"; return; fi
-    if ! gone "$pid" 60; then fail "restored process still runs after its ok verdict"; return; fi
+    if ! gone "$pid" 30; then fail "restored process still runs after its ok verdict"; return; fi
     echo "--- $name: ready $((t1 - t0)) s, checkpoint $((t2 - t1)) s, verify+restart $((t3 - t2)) s, stop to verdict $((SECONDS - t3)) s; $(cat "$D/checkpoint.err" | tail -n1)"
     rm -f "$D/img"
     echo "WORKLOAD $name ok"
