@@ -3,6 +3,8 @@
 //! workload: start it (session leader, stdio to a log), wait until ready,
 //! `stasis checkpoint PID -o IMG --kill`, `stasis verify IMG`,
 //! `stasis restart IMG --detach`, ask it to stop, and wait for its verdict.
+//! Also the `timers` restart fixture of stasis-user (POSIX timers: their ids
+//! come back without PR_TIMER_CREATE_RESTORE_IDS, which 6.1 lacks).
 //! The script prints one `WORKLOAD name ok|FAIL: ...` line per workload.
 //!
 //! Needs tests/guest/setup.sh; `STASIS_SKIP_GUEST=1` skips it.
@@ -73,6 +75,7 @@ run_one() {
     pid=
     mkdir -p "$D"
     case $name in
+        /*) cmd=("$name"); stem=${name##*/}; name=$stem ;;
         *.py) cmd=(python3 "$WL/$name") ;;
         *.sh) cmd=(bash "$WL/$name") ;;
         *) cmd=("$WL/$name") ;;
@@ -157,10 +160,12 @@ fn every_workload_round_trips_in_the_stock_6_1_guest() {
     }
     let stasis = env!("CARGO_BIN_EXE_stasis");
     let wl = stasis_workloads::build_dir().expect("build the workloads");
-    let list: String = WORKLOADS
+    let timers = build_fixture("timers");
+    let mut list: String = WORKLOADS
         .iter()
         .map(|(n, a)| format!("{n} {a}\n"))
         .collect();
+    list.push_str(&format!("{}\n", timers.display()));
     let script = SCRIPT
         .replace("@STASIS@", &shell_quote(stasis))
         .replace("@WORKLOADS_DIR@", &shell_quote(&wl.display().to_string()))
@@ -184,7 +189,10 @@ fn every_workload_round_trips_in_the_stock_6_1_guest() {
         t0.elapsed().as_secs_f64(),
         out.output
     );
-    let (ok, bad) = verdicts(&out.output);
+    let (ok, mut bad) = verdicts(&out.output);
+    if !out.output.contains("WORKLOAD timers ok") {
+        bad.push("timers (POSIX timers, crates/user/tests/fixtures/timers.c): not ok".into());
+    }
     assert!(
         out.output.contains("kernel 6.1."),
         "the guest does not run a 6.1 kernel"
@@ -195,6 +203,27 @@ fn every_workload_round_trips_in_the_stock_6_1_guest() {
         "in the 6.1 guest, ok: {ok:?}; failed:\n  {}\nguest dmesg problems: {problems:#?}",
         bad.join("\n  ")
     );
+}
+
+/// Compile a restart fixture of stasis-user (crates/user/tests/fixtures) on
+/// the host; the guest runs it through its view of the host's root.
+fn build_fixture(name: &str) -> std::path::PathBuf {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../user/tests/fixtures");
+    let wl = stasis_workloads::source_dir();
+    let out = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("guest-fixtures");
+    std::fs::create_dir_all(&out).expect("fixture dir");
+    let exe = out.join(name);
+    let st = std::process::Command::new("cc")
+        .args(["-O2", "-g", "-pthread", "-Wall", "-Werror", "-I"])
+        .arg(&wl)
+        .arg("-o")
+        .arg(&exe)
+        .arg(src.join(format!("{name}.c")))
+        .arg(wl.join("common.c"))
+        .status()
+        .expect("cc");
+    assert!(st.success(), "compiling fixture {name}");
+    exe
 }
 
 fn shell_quote(s: &str) -> String {

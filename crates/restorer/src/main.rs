@@ -369,16 +369,25 @@ extern "C" fn restorer_main(a: *mut Args) -> ! {
     if a.nr_timers > 0 {
         // SAFETY: prctl with integer arguments.
         let r = unsafe { syscall6(SYS_PRCTL, PR_TIMER_CREATE_RESTORE_IDS, 1, 0, 0, 0, 0) };
-        if let Err(e) = check(r) { fail(a, stage::POSIX_TIMER, e, 0, 0) }
+        // EINVAL: a kernel before 6.13. Its timer ids are handed out in
+        // sequence from 0 in a fresh process; posix_timer reaches each id
+        // by creating and deleting timers (the timers come in id order).
+        let by_prctl = match check(r) {
+            Ok(_) => true,
+            Err(e) if e as isize == EINVAL => false,
+            Err(e) => fail(a, stage::POSIX_TIMER, e, 0, 0),
+        };
         let mut i = 0;
         while i < a.nr_timers {
             // SAFETY: timers has nr_timers entries.
             let t = unsafe { *at::<PosixTimer>(a.timers, i) };
-            if let Err(e) = posix_timer(&t) { fail(a, stage::POSIX_TIMER, e, t.id as u64, 0) }
+            if let Err(e) = posix_timer(&t, by_prctl) { fail(a, stage::POSIX_TIMER, e, t.id as u64, 0) }
             i += 1;
         }
-        // SAFETY: as above.
-        unsafe { syscall6(SYS_PRCTL, PR_TIMER_CREATE_RESTORE_IDS, 0, 0, 0, 0, 0) };
+        if by_prctl {
+            // SAFETY: as above.
+            unsafe { syscall6(SYS_PRCTL, PR_TIMER_CREATE_RESTORE_IDS, 0, 0, 0, 0, 0) };
+        }
     }
 
     // 13. Tell the parent we made it, release the threads, go.
@@ -399,19 +408,32 @@ extern "C" fn restorer_main(a: *mut Args) -> ! {
     sigreturn(leader.frame)
 }
 
-fn posix_timer(t: &PosixTimer) -> Result<(), i32> {
+/// Create timer `t` under its id: directly (`by_prctl`, the kernel takes the
+/// id from timer_create's argument) or by creating it again and again, each
+/// time deleting one that got a lower id, until the sequential id matches.
+fn posix_timer(t: &PosixTimer, by_prctl: bool) -> Result<(), i32> {
     // struct sigevent: value (8), signo (4), notify (4), tid (4), pad.
     let mut sev = [0u8; 64];
     sev[0..8].copy_from_slice(&t.value.to_le_bytes());
     sev[8..12].copy_from_slice(&t.signo.to_le_bytes());
     sev[12..16].copy_from_slice(&t.sigev_notify.to_le_bytes());
     sev[16..20].copy_from_slice(&t.notify_tid.to_le_bytes());
-    let mut id: i32 = t.id as i32;
-    // SAFETY: sev and id are valid buffers.
-    let r = unsafe { syscall3(SYS_TIMER_CREATE, t.clock_id as usize, sev.as_ptr() as usize, &mut id as *mut i32 as usize) };
-    check(r)?;
-    if id as u32 != t.id {
-        return Err(0);
+    let mut id: i32;
+    let mut tries: u32 = 0;
+    loop {
+        id = t.id as i32;
+        // SAFETY: sev and id are valid buffers.
+        let r = unsafe { syscall3(SYS_TIMER_CREATE, t.clock_id as usize, sev.as_ptr() as usize, &mut id as *mut i32 as usize) };
+        check(r)?;
+        if id as u32 == t.id {
+            break;
+        }
+        if by_prctl || id < 0 || id as u32 > t.id || tries >= 1 << 20 {
+            return Err(0);
+        }
+        // SAFETY: deleting the timer just created.
+        unsafe { syscall3(SYS_TIMER_DELETE, id as usize, 0, 0) };
+        tries += 1;
     }
     if t.value_ns != 0 {
         let v: [u64; 4] = [t.interval_ns / 1_000_000_000, t.interval_ns % 1_000_000_000,

@@ -25,6 +25,7 @@ pub const SYS_FUTEX: usize = 202;
 pub const SYS_SET_TID_ADDRESS: usize = 218;
 pub const SYS_TIMER_CREATE: usize = 222;
 pub const SYS_TIMER_SETTIME: usize = 223;
+pub const SYS_TIMER_DELETE: usize = 226;
 pub const SYS_EXIT_GROUP: usize = 231;
 pub const SYS_SET_ROBUST_LIST: usize = 273;
 pub const SYS_RT_TGSIGQUEUEINFO: usize = 297;

@@ -669,7 +669,9 @@ pub fn prepare(img: &ProcessImage<'_>, image_file: &std::fs::File, image_bytes: 
     for si in &img.shared_pending {
         add_sig(0, si);
     }
-    let timers: Vec<PosixTimer> = img
+    // In id order: without PR_TIMER_CREATE_RESTORE_IDS (kernels before
+    // 6.13) the restorer reaches each id through the kernel's sequential ids.
+    let mut timers: Vec<PosixTimer> = img
         .posix_timers
         .iter()
         .map(|t| PosixTimer {
@@ -684,6 +686,7 @@ pub fn prepare(img: &ProcessImage<'_>, image_file: &std::fs::File, image_bytes: 
             value_ns: rearm_value(&t.timer),
         })
         .collect();
+    timers.sort_unstable_by_key(|t| t.id);
     let auxv = &img.mm.auxv;
     let close_cap = 2 + map_files.len() + shms.len();
 
