@@ -70,16 +70,17 @@ fail() {
 
 run_one() {
     name=$1; shift
-    stem=${name%.*}
-    D=$ROOT/$stem
-    pid=
-    mkdir -p "$D"
+    # A name with a slash is a program path (a fixture), else a workload.
     case $name in
-        /*) cmd=("$name"); stem=${name##*/}; name=$stem ;;
+        /*) cmd=("$name"); name=${name##*/} ;;
         *.py) cmd=(python3 "$WL/$name") ;;
         *.sh) cmd=(bash "$WL/$name") ;;
         *) cmd=("$WL/$name") ;;
     esac
+    stem=${name%.*}
+    D=$ROOT/$stem
+    pid=
+    mkdir -p "$D"
     local t0=$SECONDS
     setsid "${cmd[@]}" --verdict "$D/$stem.verdict" --ready "$D/$stem.ready" \
         --stop "$D/$stem.stop" "$@" </dev/null >"$D/$stem.log" 2>&1 &
