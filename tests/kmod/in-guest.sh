@@ -142,10 +142,16 @@ rmmod stasis_files
 if start_wl counters; then
     p=$WPID
     check "checkpoint without stasis_files refused (EOPNOTSUPP)" $CTL checkpoint $p $D/nofiles.img --expect-errno 95
+    if [ -x "${STASIS:-}" ]; then
+        $STASIS checkpoint $p -o $D/nofiles.cli.img --engine kernel >$D/nofiles.cli 2>&1; rc=$?
+        if [ $rc = 4 ] && grep -q "needs extension files (module stasis_files.ko)" $D/nofiles.cli && [ ! -e $D/nofiles.cli.img ]
+        then pass "stasis checkpoint --engine kernel without stasis_files: exit 4 ($(head -n1 $D/nofiles.cli))"
+        else fail "stasis checkpoint without stasis_files: exit $rc"; cat $D/nofiles.cli; fi
+    fi
     stop_wl counters $p
 fi
 check "insmod stasis_files.ko again" insmod $KMOD/stasis_files.ko
----------------------------------------------------------------
+# --------------------------------------------------------------
 # The image must pass stasis-image's full ProcessImage validation, and the workload,
 # released after the checkpoint, must still pass its own checks.
 for w in counters blocked tls fpu memory python_threads.py bash_loop.sh signals files; do
@@ -228,6 +234,42 @@ if [ -x "${STASIS:-}" ]; then
     done
 else
     echo "SKIP: cross-engine restart (no stasis binary)"
+fi
+
+# The stasis CLI's kernel engine: `stasis checkpoint` (auto -> kernel: /dev/stasis exists)
+# left running, --stop, to a pipe, --kill; verify, inspect ("kernel engine"); `stasis
+# restart --detach` (auto -> user engine) passes the verdict; restart --engine kernel: 4.
+if [ -x "${STASIS:-}" ] && start_wl counters; then
+    p=$WPID
+    check "stasis checkpoint (auto -> kernel), left running" $STASIS checkpoint $p -o $D/cli.run.img
+    check "stasis verify of it" $STASIS verify -q $D/cli.run.img
+    check "stasis checkpoint --stop" $STASIS checkpoint $p -o $D/cli.stop.img --stop
+    st=$(awk '{print $3}' /proc/$p/stat)
+    [ "$st" = T ] && pass "stasis checkpoint --stop left it stopped" || fail "after --stop: state $st"
+    kill -CONT $p
+    $STASIS checkpoint $p -o - 2>$D/cli.pipe.err | cat >$D/cli.pipe.img
+    check "stasis checkpoint -o - | cat: image valid" $STASIS verify -q $D/cli.pipe.img
+    if $STASIS checkpoint $p -o $D/cli.img --kill >$D/cli.ck 2>&1; then pass "stasis checkpoint --kill: $(cat $D/cli.ck)"
+    else fail "stasis checkpoint --kill"; cat $D/cli.ck; fi
+    wait $p; rc=$?
+    [ "$rc" = 137 ] && pass "stasis checkpoint --kill killed the target" || fail "stasis checkpoint --kill: wait status $rc"
+    check "stasis verify (kernel image)" $STASIS verify $D/cli.img
+    $STASIS inspect $D/cli.img >$D/cli.inspect 2>&1
+    if grep -q "with the kernel engine" $D/cli.inspect; then pass "stasis inspect: $(grep -m1 'written' $D/cli.inspect | sed 's/^ *//')"
+    else fail "stasis inspect does not show the kernel engine"; head -n 5 $D/cli.inspect; fi
+    $STASIS restart --engine kernel --detach $D/cli.img >$D/cli.rk 2>&1; rc=$?
+    [ $rc = 4 ] && grep -q "cannot restart yet" $D/cli.rk && pass "stasis restart --engine kernel: exit 4" || { fail "restart --engine kernel: exit $rc"; cat $D/cli.rk; }
+    rm -f $D/counters.v $D/counters.v.stop
+    if r=$($STASIS restart $D/cli.img --detach 2>$D/cli.r.err); then
+        pass "stasis restart --detach (auto -> user engine): PID $r"
+        sleep 1
+        touch $D/counters.v.stop
+        for i in $(seq 600); do [ -s $D/counters.v ] && break; sleep 0.1; done
+        v="$(cat $D/counters.v 2>/dev/null)"
+        [ "$v" = ok ] && pass "counters: stasis kernel checkpoint, stasis restart, verdict ok" || { fail "counters after stasis restart: verdict '$v'"; cat $D/cli.r.err; }
+    else
+        fail "stasis restart --detach"; cat $D/cli.r.err
+    fi
 fi
 
 # --- unload -----------------------------------------------------------------------

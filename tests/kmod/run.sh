@@ -25,10 +25,13 @@ if ((build)); then
     make -s -C "$root/tests/workloads" O="$out/workloads" >/dev/null
     gcc -O2 -pthread -Wall -Werror -o "$out/spawner" "$here/spawner.c"
     (cd "$root/kmod/tools/imgcheck" && CARGO_TARGET_DIR="$out/tools" cargo build -q)
-    # The CLI, for the cross-engine test (kernel checkpoint, user-engine restart). Its
-    # failure to build only skips that test.
-    (cd "$root" && CARGO_TARGET_DIR="$out/host" cargo build -q -p stasis-cli) ||
-        echo "kmod tests: stasis-cli does not build; the cross-engine test is skipped" >&2
+    # The CLI (debug build, rebuilt every run), for the cross-engine and CLI tests (kernel
+    # checkpoint, user-engine restart). Its failure to build only skips those tests (a
+    # stale binary is removed, so it cannot be tested instead).
+    (cd "$root" && CARGO_TARGET_DIR="$out/host" cargo build -q -p stasis-cli) || {
+        rm -f "$out/host/debug/stasis"
+        echo "kmod tests: stasis-cli does not build; the cross-engine and CLI tests are skipped" >&2
+    }
 fi
 echo "kmod tests: build $((SECONDS - t0)) s" >&2
 "$root/tests/guest/guest.sh" --slub-debug --timeout 900 --check-dmesg "${verbose[@]}" \

@@ -117,6 +117,26 @@ pub fn run(args: &CheckpointArgs, quiet: bool) -> Result<()> {
         (Some(t), f)
     };
     let _defer = to_stdout.then(atomic::DeferSignals::new);
+    if engine == Engine::Kernel {
+        // The module keeps the target frozen until the image is durable; the
+        // release order is in kernel.rs.
+        let (held, stats) = crate::kernel::write_image(pid, file, temp)
+            .with_context(|| format!("checkpoint of PID {pid} failed"))?;
+        held.release(after).with_context(|| {
+            format!("the image is safely written, but releasing PID {pid} failed")
+        })?;
+        if !quiet {
+            eprintln!(
+                "checkpointed {pid} (kernel engine): {} thread{}, {} MiB of pages, image {} MiB, frozen {} ms",
+                stats.threads,
+                if stats.threads == 1 { "" } else { "s" },
+                mib(stats.page_bytes),
+                mib(stats.image_bytes),
+                stats.frozen.as_millis()
+            );
+        }
+        return Ok(());
+    }
     let bar = Bar::new("checkpoint", quiet);
     let (frozen, stats, image_bytes, frozen_for) = write_image(engine, pid, file, temp, &bar)
         .with_context(|| format!("checkpoint of PID {pid} failed"))?;
@@ -169,6 +189,7 @@ fn write_image(
     );
     let (frozen, out, stats) = match engine {
         Engine::User => stasis_user::checkpoint(pid, out, Some(bar)),
+        Engine::Kernel => unreachable!("the kernel engine is run by kernel::write_image"),
     }?;
     let written = Instant::now();
     let counting = out

@@ -47,10 +47,11 @@ pub enum Command {
 /// Which engine does the work.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum EngineChoice {
-    /// The kernel engine when /dev/stasis exists, else the user engine.
+    /// Checkpoint: the kernel engine when /dev/stasis exists, else the user
+    /// engine. Restart: the user engine (images are interchangeable).
     #[default]
     Auto,
-    /// The kernel module engine (needs /dev/stasis).
+    /// The kernel module engine (needs /dev/stasis; checkpoint only).
     Kernel,
     /// The ptrace based user engine.
     User,

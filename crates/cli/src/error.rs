@@ -10,6 +10,8 @@ use std::process::ExitCode;
 use stasis_image::ImageError;
 use stasis_user::{DumpError, RestoreError};
 
+use crate::kernel::KernelError;
+
 /// The documented exit statuses (see `stasis --help`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -47,8 +49,10 @@ pub enum CliError {
     SelfTarget(i32),
     #[error("the kernel engine needs /dev/stasis (module stasis.ko), which is not loaded")]
     KernelModuleMissing,
-    #[error("/dev/stasis exists, but this stasis binary has no kernel engine client yet")]
-    KernelClientMissing,
+    #[error(
+        "the kernel engine cannot restart yet; use --engine user — images are interchangeable"
+    )]
+    KernelCannotRestart,
     #[error("interrupted by signal {0}: no image written, the process runs on")]
     Interrupted(i32),
     #[error("{0} is a directory")]
@@ -68,7 +72,7 @@ impl CliError {
             | CliError::ThreadNotProcess { .. }
             | CliError::Zombie(_)
             | CliError::SelfTarget(_) => Code::Target,
-            CliError::KernelModuleMissing | CliError::KernelClientMissing => {
+            CliError::KernelModuleMissing | CliError::KernelCannotRestart => {
                 Code::EngineUnavailable
             }
             CliError::StdoutIsTerminal | CliError::StdinIsTerminal => Code::Usage,
@@ -95,7 +99,7 @@ impl CliError {
             CliError::KernelModuleMissing => {
                 Some("load it with `modprobe stasis` (or `insmod stasis.ko`), or use --engine user")
             }
-            CliError::KernelClientMissing => Some("use --engine user"),
+            CliError::KernelCannotRestart => None,
             CliError::Interrupted(_) => None,
             CliError::OutputIsDirectory(_) => {
                 Some("give the path of the image file to write, e.g. -o DIR/NAME.img")
@@ -167,6 +171,58 @@ fn engine_hint_dump(e: &DumpError) -> Option<&'static str> {
     }
 }
 
+fn kernel_code(e: &KernelError) -> Code {
+    match e {
+        KernelError::Open(_)
+        | KernelError::Version(_)
+        | KernelError::AbiMismatch { .. }
+        | KernelError::ExtensionMissing { .. } => Code::EngineUnavailable,
+        KernelError::Checkpoint { source, .. } => match source.raw_os_error() {
+            // Credentials, no such process, the checkpointer itself, a kernel thread.
+            Some(libc::EPERM | libc::EACCES | libc::ESRCH | libc::EDEADLK) => Code::Target,
+            // A module that does not know the request.
+            Some(libc::ENOTTY) => Code::EngineUnavailable,
+            // EOPNOTSUPP (state the image cannot carry), ETIMEDOUT, EINTR, EBADF, I/O.
+            _ => Code::Failed,
+        },
+        KernelError::Thaw(_) | KernelError::Signal { .. } | KernelError::ReleaseTimeout { .. } => {
+            Code::Failed
+        }
+    }
+}
+
+fn kernel_hint(e: &KernelError) -> Option<&'static str> {
+    match e {
+        KernelError::Open(_) | KernelError::Version(_) | KernelError::AbiMismatch { .. } => Some(
+            "load the stasis.ko that matches this stasis binary, or use --engine user",
+        ),
+        KernelError::ExtensionMissing { .. } => Some(
+            "load it with `modprobe stasis_files` (or `insmod stasis_files.ko`), or use --engine user",
+        ),
+        KernelError::Checkpoint { source, files } => match source.raw_os_error() {
+            Some(libc::EOPNOTSUPP) if !*files => Some(
+                "needs extension files (module stasis_files.ko); the module logs the reason in dmesg",
+            ),
+            Some(libc::EOPNOTSUPP) => Some(
+                "the process holds state the kernel engine cannot write yet; \
+                 the module logs the reason in dmesg (`dmesg | grep 'checkpoint refused'`)",
+            ),
+            Some(libc::EPERM | libc::EACCES) => {
+                Some("run stasis as the process's user or as root")
+            }
+            Some(libc::ESRCH) => {
+                Some("check the PID with `ps -p PID`; the process may have exited")
+            }
+            Some(libc::ETIMEDOUT) => Some(
+                "a thread could not be frozen: it may be stopped (SIGSTOP), in uninterruptible \
+                 sleep, or held by another checkpointer; the process runs on",
+            ),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 fn engine_hint_restore(e: &RestoreError) -> Option<&'static str> {
     #[allow(unreachable_patterns)]
     match e {
@@ -188,6 +244,9 @@ pub fn classify(err: &anyhow::Error) -> Code {
         return Code::BadImage;
     }
     for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<KernelError>() {
+            return kernel_code(e);
+        }
         if let Some(e) = cause.downcast_ref::<DumpError>() {
             return dump_code(e);
         }
@@ -212,6 +271,9 @@ pub fn hint(err: &anyhow::Error) -> Option<&'static str> {
     for cause in err.chain() {
         if let Some(e) = cause.downcast_ref::<CliError>() {
             return e.hint();
+        }
+        if let Some(e) = cause.downcast_ref::<KernelError>() {
+            return kernel_hint(e);
         }
         if let Some(e) = cause.downcast_ref::<DumpError>() {
             return engine_hint_dump(e);
@@ -277,5 +339,32 @@ mod tests {
         assert_eq!(classify(&e), Code::EngineUnavailable);
         let e = anyhow::Error::new(DumpError::NoProcess { pid: 3 });
         assert_eq!(classify(&e), Code::Target);
+        let ck = |errno: i32| {
+            anyhow::Error::new(KernelError::Checkpoint {
+                source: std::io::Error::from_raw_os_error(errno),
+                files: true,
+            })
+            .context("checkpoint of PID 3 failed")
+        };
+        assert_eq!(classify(&ck(libc::EPERM)), Code::Target);
+        assert_eq!(classify(&ck(libc::ESRCH)), Code::Target);
+        assert_eq!(classify(&ck(libc::EOPNOTSUPP)), Code::Failed);
+        assert!(hint(&ck(libc::EOPNOTSUPP)).is_some_and(|h| h.contains("dmesg")));
+        assert_eq!(classify(&ck(libc::ETIMEDOUT)), Code::Failed);
+        let e = anyhow::Error::new(KernelError::AbiMismatch {
+            module: 2,
+            size: 24,
+        });
+        assert_eq!(classify(&e), Code::EngineUnavailable);
+        let e = anyhow::Error::new(KernelError::ExtensionMissing {
+            pid: 3,
+            name: "files",
+        });
+        assert_eq!(classify(&e), Code::EngineUnavailable);
+        assert!(e
+            .to_string()
+            .contains("needs extension files (module stasis_files.ko)"));
+        let e = anyhow::Error::new(CliError::KernelCannotRestart);
+        assert_eq!(classify(&e), Code::EngineUnavailable);
     }
 }

@@ -10,6 +10,7 @@ mod engine;
 mod error;
 mod imagefile;
 mod inspect;
+mod kernel;
 mod names;
 mod progress;
 mod restart;

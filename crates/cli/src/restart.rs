@@ -42,7 +42,8 @@ fn stdin_to_memfd() -> Result<(File, PathBuf)> {
 
 /// The exit status `stasis restart` should return (the restored process's).
 pub fn run(args: &RestartArgs, quiet: bool) -> Result<u8> {
-    let engine = engine::select(args.engine, quiet)?;
+    // The kernel engine has no restart yet: auto means the user engine here.
+    let engine = engine::select_restart(args.engine)?;
     let (_keep, path) = if is_stdio(&args.image) {
         let (f, p) = stdin_to_memfd()?;
         (Some(f), p)
@@ -59,6 +60,7 @@ pub fn run(args: &RestartArgs, quiet: bool) -> Result<u8> {
     };
     let outcome = match engine {
         Engine::User => stasis_user::restart(&path, &opts),
+        Engine::Kernel => return Err(CliError::KernelCannotRestart.into()),
     }
     .with_context(|| format!("restart from {name} failed"))?;
     bar.finish();

@@ -453,6 +453,11 @@ fn kernel_engine_unavailable() {
     let (_d, path, _) = sample();
     let o = run(&["restart", "--engine", "kernel", "--detach", p(&path)]);
     assert_eq!(code(&o), 4, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("the kernel engine cannot restart yet; use --engine user"),
+        "{}",
+        stderr(&o)
+    );
     let o = run(&["restart", "--engine", "kernel", p(&path)]);
     assert_eq!(code(&o), 125, "{}", stderr(&o));
 }
