@@ -179,9 +179,9 @@ rep_criu() {
     rm -rf "$D"
 }
 
-# rep_stasis TOOL ENGINE_ARGS T M REP
+# rep_stasis TOOL CHECKPOINT_ENGINE_ARGS RESTART_ENGINE_ARGS T M REP
 rep_stasis() {
-    local tool=$1 eng=$2 t=$3 m=$4 rep=$5 I=$ROOT/img.stasis rc t0 t1 t2 t3 bytes frozen npid
+    local tool=$1 eng=$2 reng=$3 t=$4 m=$5 rep=$6 I=$ROOT/img.stasis rc t0 t1 t2 t3 bytes frozen npid
     rm -f "$I"
     start_workload "$t" "$m"
     if ! wait_file "$W/v.ready" "$(ready_timeout "$m")"; then
@@ -206,7 +206,7 @@ rep_stasis() {
     bytes=$(stat -c %s "$I")
     t2=$(now_us)
     # shellcheck disable=SC2086
-    timeout -s TERM 600 "$STASIS" restart "$I" --detach $eng >"$W/restart.out" 2>"$W/restart.err"
+    timeout -s TERM 600 "$STASIS" restart "$I" --detach $reng >"$W/restart.out" 2>"$W/restart.err"
     rc=$?
     t3=$(now_us)
     if [ $rc -ne 0 ]; then
@@ -215,7 +215,7 @@ rep_stasis() {
     fi
     npid=$(head -1 "$W/restart.out" | tr -dc 0-9)
     finish "$tool" "$t" "$m" "$rep" "${npid:-$WPID}" || return
-    emit "RESULT tool=$tool threads=$t mib=$m rep=$rep ckpt_ms=$(ms $((t1 - t0))) frozen_ms=${frozen:-NA} restore_ms=$(ms $((t3 - t2))) image_bytes=$bytes verdict=$VERDICT $PHASES release=${STASIS_REL#--} restored_pid=${npid:-?}"
+    emit "RESULT tool=$tool threads=$t mib=$m rep=$rep ckpt_ms=$(ms $((t1 - t0))) frozen_ms=${frozen:-NA} restore_ms=$(ms $((t3 - t2))) image_bytes=$bytes verdict=$VERDICT $PHASES release=${STASIS_REL#--} restart_engine=${reng#--engine } restored_pid=${npid:-?}"
     rm -f "$I"
 }
 
@@ -241,27 +241,14 @@ if [[ " $TOOLS " == *" stasis "* ]]; then
     rm -f "$ROOT/probe.img"*
 fi
 
-# ---- the runs: per configuration, repetitions interleave the tools ----
-for cfg in $CONFIGS; do
-    t=${cfg%x*}
-    m=${cfg#*x}
-    for rep in $(seq 1 "$REPS"); do
-        for tool in $TOOLS; do
-            progress "$tool threads=$t mib=$m rep=$rep ($(date +%T))"
-            case $tool in
-                criu) rep_criu "$t" "$m" "$rep" ;;
-                stasis) rep_stasis stasis "--engine user" "$t" "$m" "$rep" ;;
-            esac
-        done
-    done
-done
-
-limits end
-
-# ---- kernel engine: only if it works here ----
-progress "kernel engine probe"
+# ---- kernel engine: measured (interleaved with the others) only if a round trip works ----
+RUN_TOOLS=$TOOLS
 kreason=""
-if [ ! -e /dev/stasis ]; then
+if [ "${KERNEL:-1}" = 0 ]; then
+    kreason="skipped (run.sh --no-kernel)"
+fi
+progress "kernel engine probe"
+if [ -z "${kreason:-}" ] && [ ! -e /dev/stasis ]; then
     if [ -n "$KMOD_DIR" ] && [ -f "$KMOD_DIR/stasis.ko" ]; then
         if ! msg=$(insmod "$KMOD_DIR/stasis.ko" 2>&1); then
             kreason="insmod stasis.ko failed: $msg"
@@ -272,24 +259,27 @@ if [ ! -e /dev/stasis ]; then
         kreason="no kmod/stasis.ko built"
     fi
 fi
-if [ -z "$kreason" ] && [ ! -e /dev/stasis ]; then
+if [ -z "${kreason:-}" ] && [ ! -e /dev/stasis ]; then
     kreason="stasis.ko loaded but /dev/stasis does not exist"
 fi
-if [ -z "$kreason" ]; then
-    start_workload 1 16
+KRESTART="--engine kernel"
+knote=""
+if [ -z "${kreason:-}" ]; then
+    start_workload 2 16
     if wait_file "$W/v.ready" 120; then
-        if timeout -s TERM 120 "$STASIS" checkpoint "$WPID" -o "$ROOT/k.img" --leave-running --engine kernel 2>"$W/k.err"; then
-            kill -9 "$WPID" 2>/dev/null
+        if timeout -s TERM 120 "$STASIS" checkpoint "$WPID" -o "$ROOT/k.img" --kill --engine kernel 2>"$W/k.err"; then
             wait "$WPID" 2>/dev/null
-            if timeout -s TERM 120 "$STASIS" restart "$ROOT/k.img" --detach --engine kernel >"$W/k.out" 2>"$W/k.rerr"; then
+            if ! timeout -s TERM 120 "$STASIS" restart "$ROOT/k.img" --detach --engine kernel >"$W/k.out" 2>"$W/k.rerr"; then
+                # The image format is shared: restart a kernel-engine image with the user engine.
+                knote="restart --engine kernel: $(grep -v '^$' "$W/k.rerr" | tail -2 | oneline); restarts use the user engine"
+                KRESTART="--engine user"
+                timeout -s TERM 120 "$STASIS" restart "$ROOT/k.img" --detach --engine user >"$W/k.out" 2>"$W/k.rerr" ||
+                    kreason="kernel-engine image, user-engine restart: $(grep -v '^$' "$W/k.rerr" | tail -2)"
+            fi
+            if [ -z "$kreason" ]; then
                 kpid=$(tr -dc 0-9 <"$W/k.out")
-                if finish stasis-kernel 1 16 probe "${kpid:-$WPID}"; then
-                    kreason=""
-                else
-                    kreason="kernel round trip: verdict $(cat "$W/v" 2>/dev/null)"
-                fi
-            else
-                kreason="stasis restart --engine kernel: $(grep -v '^$' "$W/k.rerr" | tail -2)"
+                finish stasis-kernel 2 16 probe "${kpid:-$WPID}" ||
+                    kreason="kernel round trip: verdict $(cat "$W/v" 2>/dev/null || echo none)"
             fi
         else
             kreason="stasis checkpoint --engine kernel: $(grep -v '^$' "$W/k.err" | tail -2)"
@@ -300,17 +290,29 @@ if [ -z "$kreason" ]; then
     cleanup_pids "$WPID"
     rm -f "$ROOT/k.img"*
 fi
-if [ -n "$kreason" ]; then
+if [ -n "${kreason:-}" ]; then
     emit "KERNEL available=no reason=\"$(echo "$kreason" | oneline)\""
 else
-    emit "KERNEL available=yes"
-    for cfg in $CONFIGS; do
-        t=${cfg%x*}
-        m=${cfg#*x}
-        for rep in $(seq 1 "$REPS"); do
-            progress "stasis-kernel threads=$t mib=$m rep=$rep"
-            rep_stasis stasis-kernel "--engine kernel" "$t" "$m" "$rep"
+    emit "KERNEL available=yes restart_engine=${KRESTART#--engine } note=\"$(echo "$knote" | oneline)\""
+    RUN_TOOLS="$RUN_TOOLS stasis-kernel"
+fi
+
+# ---- the runs: per configuration, repetitions interleave the tools ----
+for cfg in $CONFIGS; do
+    t=${cfg%x*}
+    m=${cfg#*x}
+    for rep in $(seq 1 "$REPS"); do
+        for tool in $RUN_TOOLS; do
+            progress "$tool threads=$t mib=$m rep=$rep ($(date +%T))"
+            case $tool in
+                criu) rep_criu "$t" "$m" "$rep" ;;
+                stasis) rep_stasis stasis "--engine user" "--engine user" "$t" "$m" "$rep" ;;
+                stasis-kernel) rep_stasis stasis-kernel "--engine kernel" "$KRESTART" "$t" "$m" "$rep" ;;
+            esac
         done
     done
-fi
+done
+
+limits end
+
 emit "INFO done=1"

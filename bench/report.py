@@ -121,6 +121,11 @@ def main():
     for t in ("criu", "stasis"):
         if t not in tools:
             tools.append(t)
+    tools = [t for t in ("criu", "stasis", "stasis-kernel") if t in tools] + \
+        [t for t in tools if t not in ("criu", "stasis", "stasis-kernel")]
+    reng = {r.get("restart_engine") for k, v in results.items() if k[0] == "stasis-kernel" for r in v}
+    if reng == {"user"}:
+        TOOL_LABEL["stasis-kernel"] = "stasis (kernel engine checkpoint, user engine restart)"
     configs.sort(key=lambda c: (c[1], c[0]))
 
     memcpy = [num(l.get("median_mib_s")) for l in limits.get("memcpy", [])]
@@ -271,7 +276,12 @@ def main():
     if kernel is None:
         w("kernel engine: not probed (the guest script did not get that far).")
     elif kernel.get("available") == "yes":
-        w("kernel engine: available; its rows are `stasis (kernel engine)` above.")
+        w("kernel engine: available (checkpoint with `--engine kernel`, restart with `--engine %s`); "
+          "its columns are `%s` above." % (kernel.get("restart_engine", "?"),
+                                             TOOL_LABEL["stasis-kernel"]))
+        if kernel.get("note"):
+            w("")
+            w("Note: %s" % kernel["note"])
     else:
         w("kernel engine: not available (%s)" % kernel.get("reason", "no reason given"))
     w("")
@@ -299,7 +309,7 @@ def main():
     w("")
     w("- Each run: start `bench_workload --threads N --touch-mib M` (a session leader, stdio "
       "on tmpfs), wait for its ready file, checkpoint it **killing it** (`criu dump -t PID` kills "
-      "by default; `stasis checkpoint PID -o IMG --kill`), reap it, restart it detached "
+      "by default; `stasis checkpoint PID -o IMG --kill --engine user|kernel`), reap it, restart it detached "
       "(`criu restore -d`, `stasis restart IMG --detach`), create the stop file and require "
       "the verdict `ok` (every word of the M MiB pattern, every thread's LCG state against "
       "its step count, TIDs, and every thread advancing after the restart). Images on the "
@@ -316,7 +326,8 @@ def main():
       "(decoded by bench/criu_stats.py): from the start of freezing the tree until the "
       "dump is written and the tree killed. stasis: the `frozen Z ms` of its summary line, "
       "i.e. PTRACE_SEIZE of the first thread until the image is written, flushed, fsynced "
-      "and renamed (the release, kill or detach, comes after).")
+      "and renamed (the release, kill or detach, comes after); with the kernel engine, from the "
+      "module starting to freeze the threads until the image is durable.")
     w("- **restart to running**: wall time of `criu restore -d` / `stasis restart --detach`; "
       "both return once the restored process runs.")
     w("- **image size**: `du -sb` of the CRIU images directory (logs excluded); the size of "

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # stasis vs CRIU, side by side in one QEMU guest (Debian's stock 6.1 kernel, TCG).
 #   bash bench/run.sh [--reps N] [--configs "1x64 16x64 1x1024 16x1024"] [--tools "criu stasis"]
-#                     [--out FILE] [--no-build] [-v]
+#                     [--out FILE] [--no-build] [--no-kernel] [-v]
 # Builds target/release/stasis (CARGO_TARGET_DIR, default /work/target-bench) and the
 # bench programs, boots ONE 4 GiB guest that runs bench/in-guest.sh, then writes the
 # table with bench/report.py into bench/RESULTS.md (or --out). See bench/README.md.
@@ -10,7 +10,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/target-bench}"
 reps=5 configs="1x64 16x64 1x1024 16x1024" tools="criu stasis" out="$here/RESULTS.md"
-build=1 verbose=() timeout=2400
+build=1 verbose=() timeout=2400 kernel=1
 cmdline="bash bench/run.sh${*:+ $*}"
 while (($#)); do
     case "$1" in
@@ -20,6 +20,7 @@ while (($#)); do
         --out) out=$2; shift 2 ;;
         --timeout) timeout=$2; shift 2 ;;
         --no-build) build=0; shift ;;
+        --no-kernel) kernel=0; shift ;;
         -v) verbose=(-v); shift ;;
         *) sed -n '2,7p' "$0" >&2; exit 2 ;;
     esac
@@ -57,7 +58,7 @@ set +e
 "$root/tests/guest/guest.sh" --mem 4G --timeout "$timeout" --share "$share" "${verbose[@]}" \
     --env "BIN=$bin" --env "STASIS=$stasis" --env "OUT=/run/stasis-guest/results.txt" \
     --env "KMOD_DIR=/run/stasis-guest/kmod" --env "REPS=$reps" --env "CONFIGS=$configs" \
-    --env "TOOLS=$tools" \
+    --env "TOOLS=$tools" --env "KERNEL=$kernel" \
     -- bash "$here/in-guest.sh" >"$share/stdout" 2>"$share/stderr"
 grc=$?
 set -e
