@@ -93,6 +93,7 @@ start_workload() {
         --verdict "$W/v" --ready "$W/v.ready" --stop "$W/v.stop" </dev/null >"$W/log" 2>&1) &
     WPID=$!
     T_START=$SECONDS
+    T_SETUP=NA
 }
 
 # fail TOOL T M REP STAGE MSG
