@@ -50,6 +50,9 @@
 #include <linux/file.h>
 #include <linux/rcupdate.h>
 #include <linux/fdtable.h>
+#include <linux/vmalloc.h>
+#include <asm/cpufeature.h>
+#include <asm/irq_stack.h>
 #include <asm/user.h>
 #include <asm/fpu/xcr.h>
 
@@ -1194,6 +1197,146 @@ static int stasis_release(struct inode *inode, struct file *file)
 	mutex_destroy(&s->lock);
 	stasis_kfree(s);
 	return 0;
+}
+
+/* ---- restart: image loading ------------------------------------------------------- */
+
+/*
+ * Reads all of the regular file behind fd (pread semantics, from offset 0; the file
+ * position is untouched) into a kvmalloc'd buffer, in 1 MiB kernel_read chunks.
+ * Refuses files larger than max (EFBIG), empty or non-regular files (EINVAL), files not
+ * open for reading (EBADF), and files that shrink while read (EIO). The buffer is
+ * counted as a live allocation; free it with stasis_image_free.
+ */
+long stasis_image_load(int fd, u64 max, void **out, u64 *out_len)
+{
+	struct file *f;
+	loff_t size, pos = 0;
+	u8 *buf = NULL;
+	long ret = 0;
+
+	*out = NULL;
+	*out_len = 0;
+	if (fd < 0)
+		return -EBADF;
+	f = fget(fd);
+	if (!f)
+		return -EBADF;
+	if (!(f->f_mode & FMODE_READ)) {
+		ret = -EBADF;
+		goto out;
+	}
+	if (!S_ISREG(file_inode(f)->i_mode)) {
+		ret = -EINVAL;
+		goto out;
+	}
+	size = i_size_read(file_inode(f));
+	if (size <= 0) {
+		ret = -EINVAL;
+		goto out;
+	}
+	if ((u64)size > max || (u64)size > INT_MAX) {
+		ret = -EFBIG;
+		goto out;
+	}
+	buf = kvmalloc(size, GFP_KERNEL_ACCOUNT | __GFP_NOWARN | __GFP_RETRY_MAYFAIL);
+	if (!buf) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	while (pos < size) {
+		size_t chunk = min_t(loff_t, size - pos, 1 << 20);
+		ssize_t n = kernel_read(f, buf + pos, chunk, &pos);
+
+		if (n < 0) {
+			ret = n;
+			break;
+		}
+		if (n == 0) {
+			ret = -EIO;
+			break;
+		}
+		if (fatal_signal_pending(current)) {
+			ret = -EINTR;
+			break;
+		}
+		cond_resched();
+	}
+	if (ret) {
+		kvfree(buf);
+		goto out;
+	}
+	atomic_long_inc(&stasis_live_allocs);
+	*out = buf;
+	*out_len = size;
+out:
+	fput(f);
+	return ret;
+}
+
+void stasis_image_free(void *p)
+{
+	if (!p)
+		return;
+	atomic_long_dec(&stasis_live_allocs);
+	kvfree(p);
+}
+
+/* XSAVE features enabled on this CPU (XCR0) and the size of a standard-format XSAVE
+ * area holding all of them (CPUID 0xD.0 EBX); x87|SSE and 512+64 without XSAVE. */
+void stasis_cpu_xsave(u64 *xcr0, u32 *size)
+{
+	unsigned int eax, ebx, ecx, edx;
+
+	if (!boot_cpu_has(X86_FEATURE_OSXSAVE)) {
+		*xcr0 = 3;
+		*size = 576;
+		return;
+	}
+	*xcr0 = xgetbv(XCR_XFEATURE_ENABLED_MASK);
+	cpuid_count(0xd, 0, &eax, &ebx, &ecx, &edx);
+	*size = ebx;
+}
+
+/*
+ * Runs fn(arg) on a separate 256 KiB vmalloc'd stack (guard pages around it), with the
+ * kernel's own call_on_stack() (asm/irq_stack.h; objtool knows the pattern). Used for
+ * stasis-image's ProcessImage parser, whose frames (from_image ~7 KiB, recursive
+ * sort_unstable with ~2.4 KiB frames) do not fit the 16 KiB task stack. The stack is
+ * private to this call, so fn may sleep (GFP_KERNEL allocations).
+ */
+#define STASIS_BIG_STACK (256 * 1024)
+
+struct stasis_big_call {
+	long (*fn)(void *);
+	void *arg;
+	long ret;
+};
+
+static void stasis_big_tramp(struct stasis_big_call *c)
+{
+	c->ret = c->fn(c->arg);
+}
+
+long stasis_on_big_stack(long (*fn)(void *), void *arg)
+{
+	struct stasis_big_call c = { .fn = fn, .arg = arg, .ret = -EINVAL };
+	u8 *stack = __vmalloc(STASIS_BIG_STACK, GFP_KERNEL | __GFP_NOWARN);
+
+	if (!stack)
+		return -ENOMEM;
+	atomic_long_inc(&stasis_live_allocs);
+	/* The old rsp is stored at the top word and popped back after the call. */
+	call_on_stack(stack + STASIS_BIG_STACK - 16, stasis_big_tramp, ASM_CALL_ARG1,
+		      , [arg1] "r" (&c));
+	vfree(stack);
+	atomic_long_dec(&stasis_live_allocs);
+	return c.ret;
+}
+
+u32 stasis_page_size(void)
+{
+	return PAGE_SIZE;
 }
 
 static long stasis_ioctl(struct file *file, unsigned int cmd, unsigned long arg)

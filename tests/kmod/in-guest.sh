@@ -272,6 +272,40 @@ if [ -x "${STASIS:-}" ] && start_wl counters; then
     fi
 fi
 
+# --- restart (first part: the whole image validated in the kernel) ----------------
+# STASIS_IOC_RESTART reads the image into kernel memory, validates all of it with
+# stasis-image and checks it against this machine; it restarts nothing yet (EOPNOTSUPP
+# for a valid image without RESTART_VALIDATE_ONLY). stasisctl checks after every call
+# that its own memory map and data are unchanged.
+check "RESTART: bad arguments and descriptors fail cleanly" $CTL restart-abuse
+for w in counters blocked tls fpu memory python_threads.py bash_loop.sh signals; do
+    [ -f $D/$w.img ] || continue
+    nt=$($IMG $D/$w.img | sed -n 's/.* \([0-9]*\) threads.*/\1/p')
+    check "RESTART validates the kernel image of $w ($nt threads)" $CTL restart --validate-only --expect-threads $nt $D/$w.img
+done
+[ -f $D/counters.img ] && check "RESTART of a valid image: EOPNOTSUPP (not implemented), caller intact" \
+    $CTL restart --expect-errno 95 $D/counters.img
+if [ -f $D/counters.img ] && $IMG --mutate $D/counters.img $D/mut >$D/mut.log 2>&1; then
+    cat $D/mut.log
+    check "RESTART refuses malformed images (EINVAL), caller intact" $CTL restart --expect-errno 22 $D/mut/einval-*
+    check "RESTART refuses malformed images with VALIDATE_ONLY too" $CTL restart --validate-only --expect-errno 22 $D/mut/einval-*
+    check "RESTART refuses XSAVE features this CPU lacks, 5009 threads (EOPNOTSUPP)" $CTL restart --validate-only --expect-errno 95 $D/mut/eopnotsupp-*
+    check "RESTART validates 4009 threads (the parser's deep sort, on the module's big stack)" \
+        $CTL restart --validate-only --expect-threads 4009 $D/mut/valid-many-threads
+else
+    fail "hostile images: mutate"; cat $D/mut.log
+fi
+# Interchange: an image of the user engine validates in the kernel.
+if [ -x "${STASIS:-}" ] && start_wl counters; then
+    p=$WPID
+    if $STASIS checkpoint --engine user $p -o $D/user.img >$D/user.ck 2>&1; then
+        check "RESTART validates a user-engine image (9 threads)" $CTL restart --validate-only --expect-threads 9 $D/user.img
+    else
+        fail "stasis checkpoint --engine user"; cat $D/user.ck
+    fi
+    stop_wl counters $p
+fi
+
 # --- unload -----------------------------------------------------------------------
 check "rmmod stasis_files" rmmod stasis_files
 check "VERSION without files again" $CTL version --expect-no-ext files

@@ -4,6 +4,10 @@
 //!   stasisctl freeze PID [--hold MS] [--hold-forever] [--expect-threads N]
 //!   stasisctl checkpoint PID IMAGE [--kill|--keep-frozen] [--expect-errno N]
 //!   stasisctl abuse          (bad sizes, pointers, flags: every call must fail cleanly)
+//!   stasisctl restart [--validate-only] [--expect-errno N] [--expect-threads N] IMAGE...
+//!                            (each image through STASIS_IOC_RESTART; the caller's memory
+//!                            map and data must be unchanged after every call)
+//!   stasisctl restart-abuse  (bad RESTART arguments and descriptors)
 //!
 //! Built on the host (`cargo build -p stasis-abi --example stasisctl`) and run in the
 //! guest by tests/kmod/run.sh. Exit status 0 when every check held.
@@ -348,6 +352,141 @@ fn cmd_abuse() -> Result<(), String> {
     Ok(())
 }
 
+/// /proc/self/maps into a buffer allocated once (reading must not change the map).
+fn read_maps(buf: &mut [u8]) -> Result<usize, String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open("/proc/self/maps").map_err(|e| format!("/proc/self/maps: {e}"))?;
+    let mut n = 0;
+    loop {
+        let rest = buf.get_mut(n..).ok_or("maps too large")?;
+        if rest.is_empty() {
+            return Err("maps too large".into());
+        }
+        let k = f.read(rest).map_err(|e| format!("/proc/self/maps: {e}"))?;
+        if k == 0 {
+            return Ok(n);
+        }
+        n += k;
+    }
+}
+
+fn cmd_restart(args: &[String]) -> Result<(), String> {
+    let mut flags = 0;
+    let mut expect_errno: Option<i32> = None;
+    let mut expect_threads: Option<u32> = None;
+    let mut images = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--validate-only" => flags |= RESTART_VALIDATE_ONLY,
+            "--expect-errno" => expect_errno = Some(num(it.next(), "--expect-errno")?),
+            "--expect-threads" => expect_threads = Some(num(it.next(), "--expect-threads")?),
+            o if o.starts_with("--") => return Err(format!("unknown option {o}")),
+            p => images.push(p.to_string()),
+        }
+    }
+    if images.is_empty() {
+        return Err("restart: no image".into());
+    }
+    let dev = open_dev()?;
+    let canary_heap = Box::new(0x5ca1ab1e_u64);
+    let canary_stack = std::hint::black_box(0xdeadbeef_u64);
+    let mut before = vec![0u8; 1 << 20];
+    let mut after = vec![0u8; 1 << 20];
+    let mut bad = 0;
+    for path in &images {
+        let img = std::fs::File::open(path).map_err(|e| format!("{path}: {e}"))?;
+        let nb = read_maps(&mut before)?;
+        let mut a = RestartArgs { fd: img.as_raw_fd(), flags, ..RestartArgs::new_zeroed() };
+        let t0 = Instant::now();
+        let r = ioc(dev.as_raw_fd(), IOC_RESTART, &mut a as *mut _ as *mut u8);
+        let took = t0.elapsed();
+        let na = read_maps(&mut after)?;
+        let intact = before.get(..nb) == after.get(..na)
+            && *canary_heap == 0x5ca1ab1e
+            && std::hint::black_box(canary_stack) == 0xdeadbeef;
+        let ok = match (expect_errno, r) {
+            (Some(want), Err(e)) => e == want,
+            (Some(_), Ok(_)) => false,
+            (None, Ok(_)) => expect_threads.is_none_or(|n| n == a.nr_threads),
+            (None, Err(_)) => false,
+        };
+        let ok = ok && intact;
+        println!(
+            "{} restart {path}: {:?} ({} threads, {} vmas, {} pages, {} bytes, {:.3} ms){}",
+            if ok { "ok " } else { "BAD" },
+            r,
+            a.nr_threads,
+            a.nr_vmas,
+            a.pages,
+            a.bytes,
+            took.as_secs_f64() * 1e3,
+            if intact { "" } else { " CALLER CHANGED" }
+        );
+        if !ok {
+            bad += 1;
+        }
+    }
+    if bad > 0 {
+        return Err(format!("{bad} of {} restart checks failed", images.len()));
+    }
+    println!("restart: ok ({} images)", images.len());
+    Ok(())
+}
+
+/// RESTART with bad arguments and descriptors: each must fail with the expected errno.
+fn cmd_restart_abuse() -> Result<(), String> {
+    let dev = open_dev()?;
+    let d = dev.as_raw_fd();
+    let dir = std::fs::File::open("/").map_err(|e| format!("/: {e}"))?;
+    let tmp = std::env::temp_dir().join(format!("stasisctl-empty-{}", std::process::id()));
+    let empty = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).map_err(|e| format!("{tmp:?}: {e}"))?;
+    let wronly = OpenOptions::new().write(true).open(&tmp).map_err(|e| format!("{tmp:?}: {e}"))?;
+    let empty_r = std::fs::File::open(&tmp).map_err(|e| format!("{tmp:?}: {e}"))?;
+    drop(empty);
+    let mut pfd = [0i32; 2];
+    extern "C" {
+        fn pipe(fds: *mut i32) -> i32;
+    }
+    // SAFETY: pipe writes two fds.
+    if unsafe { pipe(pfd.as_mut_ptr()) } != 0 {
+        return Err("pipe failed".into());
+    }
+    let call = |fd: i32, flags: u32, dirty: bool| {
+        let mut a = RestartArgs { fd, flags, ..RestartArgs::new_zeroed() };
+        if dirty {
+            a.pages = 1;
+        }
+        ioc(d, IOC_RESTART, &mut a as *mut _ as *mut u8)
+    };
+    let checks: Vec<(&str, Result<i32, i32>, i32)> = vec![
+        ("bad flags", call(empty_r.as_raw_fd(), 0x80, false), 22),
+        ("out fields set", call(empty_r.as_raw_fd(), RESTART_VALIDATE_ONLY, true), 22),
+        ("fd -1", call(-1, RESTART_VALIDATE_ONLY, false), 22),
+        ("fd not open", call(100_000, RESTART_VALIDATE_ONLY, false), 9),
+        ("write-only fd", call(wronly.as_raw_fd(), RESTART_VALIDATE_ONLY, false), 9),
+        ("empty file", call(empty_r.as_raw_fd(), RESTART_VALIDATE_ONLY, false), 22),
+        ("directory", call(dir.as_raw_fd(), RESTART_VALIDATE_ONLY, false), 22),
+        ("pipe", call(pfd[0], RESTART_VALIDATE_ONLY, false), 22),
+        ("/dev/stasis", call(d, RESTART_VALIDATE_ONLY, false), 22),
+        ("NULL arg", ioc(d, IOC_RESTART, std::ptr::null_mut()), 14),
+    ];
+    let _ = std::fs::remove_file(&tmp);
+    let mut bad = 0;
+    for (what, r, want) in &checks {
+        let ok = *r == Err(*want);
+        println!("{} restart-abuse {what}: {r:?} (want errno {want})", if ok { "ok " } else { "BAD" });
+        if !ok {
+            bad += 1;
+        }
+    }
+    if bad > 0 {
+        return Err(format!("{bad} restart-abuse checks failed"));
+    }
+    println!("restart-abuse: ok");
+    Ok(())
+}
+
 const fn ioc_raw(dir: u32, nr: u32, size: u32) -> u32 {
     (dir << 30) | (size << 16) | (IOC_MAGIC << 8) | nr
 }
@@ -359,6 +498,8 @@ fn main() -> ExitCode {
         Some("freeze") => cmd_freeze(&args[1..]),
         Some("abuse") => cmd_abuse(),
         Some("checkpoint") => cmd_checkpoint(&args[1..]),
+        Some("restart") => cmd_restart(&args[1..]),
+        Some("restart-abuse") => cmd_restart_abuse(),
         _ => Err("usage: stasisctl version|freeze PID|abuse ...".into()),
     };
     match r {

@@ -47,6 +47,10 @@ pub const IOC_THAW: u32 = ioc(IOC_NONE, 0x02, 0);
 /// let it run on (or kill it, or keep it frozen); see [`CheckpointArgs`].
 pub const IOC_CHECKPOINT: u32 = ioc(IOC_READ | IOC_WRITE, 0x03, size_of::<CheckpointArgs>());
 
+/// `STASIS_IOC_RESTART`: validate a whole image (and, later, restart it in the caller);
+/// see [`RestartArgs`].
+pub const IOC_RESTART: u32 = ioc(IOC_READ | IOC_WRITE, 0x04, size_of::<RestartArgs>());
+
 /// Extension ids: bit `n` of [`VersionInfo::extensions`] is set when the extension
 /// with id `n` is loaded. The ids are those of the image format's record kinds
 /// (`kind >> 16`, `stasis_image::Extension`).
@@ -159,6 +163,44 @@ pub const CHECKPOINT_KEEP_FROZEN: u32 = 2;
 /// All defined checkpoint flags.
 pub const CHECKPOINT_FLAGS: u32 = CHECKPOINT_KILL | CHECKPOINT_KEEP_FROZEN;
 
+/// Argument of `STASIS_IOC_RESTART`.
+///
+/// The module reads the whole image from `fd` (a regular file open for reading, read
+/// from offset 0 with pread semantics: the file position is not used; at most
+/// [`RESTART_MAX_IMAGE`] bytes) into kernel memory and validates all of it with
+/// stasis-image's `ProcessImage::parse` (every checksum, framing, record contents),
+/// then checks it against this machine: page size, every thread's XSAVE features
+/// (`xstate_bv`) enabled in this CPU's XCR0, XSAVE areas no larger than this CPU's,
+/// at most [`VersionInfo::max_threads`] threads. Nothing of the caller is changed
+/// before all of that holds; a refused image gives EINVAL (malformed), EOPNOTSUPP
+/// (valid but not restartable here: reason logged), EFBIG (too large), EBADF.
+///
+/// This version restarts nothing yet: with [`RESTART_VALIDATE_ONLY`] it returns 0 and
+/// the counts below; without it, a valid image gives EOPNOTSUPP ("restart not
+/// implemented") and the caller is left untouched.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct RestartArgs {
+    /// The image, open for reading.
+    pub fd: i32,
+    /// `RESTART_*`.
+    pub flags: u32,
+    /// Out: image size in bytes.
+    pub bytes: u64,
+    /// Out: pages of memory in the image.
+    pub pages: u64,
+    /// Out: threads and VMAs in the image.
+    pub nr_threads: u32,
+    pub nr_vmas: u32,
+}
+
+/// Only validate the image (against this machine) and report its counts.
+pub const RESTART_VALIDATE_ONLY: u32 = 1;
+/// All defined restart flags.
+pub const RESTART_FLAGS: u32 = RESTART_VALIDATE_ONLY;
+/// Largest image RESTART reads (it is held in kernel memory while validated).
+pub const RESTART_MAX_IMAGE: u64 = 1 << 30;
+
 /// One parked thread, as its task_work callback saw it.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
@@ -229,6 +271,7 @@ const _: () = assert!(size_of::<FreezeArgs>() == 32);
 const _: () = assert!(size_of::<FrozenThread>() == 40);
 const _: () = assert!(size_of::<UserRegs>() == 27 * 8);
 const _: () = assert!(size_of::<CheckpointArgs>() == 56);
+const _: () = assert!(size_of::<RestartArgs>() == 32);
 
 #[cfg(test)]
 mod tests {

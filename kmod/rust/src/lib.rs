@@ -14,6 +14,7 @@ extern crate alloc;
 
 mod checkpoint;
 mod kstate;
+mod restart;
 
 use alloc::vec::Vec;
 use core::alloc::{GlobalAlloc, Layout};
@@ -23,7 +24,7 @@ use core::mem::size_of;
 use stasis_abi::{
     CheckpointArgs, FreezeArgs, FrozenThread, UserRegs, VersionInfo, ABI_VERSION, CHECKPOINT_FLAGS,
     CHECKPOINT_KEEP_FROZEN, CHECKPOINT_KILL, EXT_CORE, FROZEN_IN_SYSCALL_RESTART, IOC_CHECKPOINT,
-    IOC_FREEZE, IOC_THAW, IOC_VERSION,
+    IOC_FREEZE, IOC_RESTART, IOC_THAW, IOC_VERSION,
 };
 use stasis_abi::zerocopy::{FromBytes, IntoBytes};
 
@@ -139,6 +140,7 @@ pub unsafe extern "C" fn stasis_rs_ioctl(sess: *mut c_void, cmd: u32, buf: *mut 
         IOC_VERSION => version(buf),
         IOC_FREEZE => freeze(sess, buf),
         IOC_CHECKPOINT => checkpoint(sess, buf),
+        IOC_RESTART => restart::restart(buf),
         // SAFETY: sess comes from the shim.
         IOC_THAW => unsafe { stasis_thaw(sess) },
         _ => -ENOTTY,
