@@ -16,7 +16,7 @@ use crate::records::{
     SignalfdRec, SigpendingRec, SocketRec, SysvShmRec, TaskTreeRec, ThreadRec, TimerfdRec,
     TreeEntry, VmaRec, XstateRec,
 };
-use crate::util::{aligned, first_nonzero, push, to_u64, to_usize};
+use crate::util::{aligned, first_nonzero, push, put, sort_by_key, to_u64, to_usize};
 
 /// MM record: fixed part, auxv words, executable path.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -315,7 +315,8 @@ fn items<T: FromBytes + Copy>(b: &[u8], n: usize, c: Ctx) -> Result<Vec<T>, Imag
     let mut v = Vec::new();
     v.try_reserve_exact(n).map_err(|_| c.oom())?;
     for chunk in b.chunks_exact(size_of::<T>().max(1)).take(n) {
-        v.push(T::read_from_bytes(chunk).map_err(|_| c.bad("bad array element"))?);
+        let item = T::read_from_bytes(chunk).map_err(|_| c.bad("bad array element"))?;
+        put(&mut v, item).map_err(|_| c.oom())?;
     }
     if v.len() != n {
         return Err(c.bad("array shorter than its count"));
@@ -329,7 +330,7 @@ fn count_bytes(count: u64, size: usize) -> Option<u64> {
 
 /// Finds duplicates among `(id, record index, ctx)`: returns the later record.
 fn find_dup(ids: &mut [(u64, usize, Ctx)]) -> Option<Ctx> {
-    ids.sort_unstable_by_key(|&(id, idx, _)| (id, idx));
+    sort_by_key(ids, |&(id, idx, _)| (id, idx));
     ids.windows(2).find_map(|w| match w {
         [a, b] if a.0 == b.0 => Some(b.2),
         _ => None,
@@ -760,7 +761,7 @@ impl<'a> ProcessImage<'a> {
             return Err(c.dup("thread id"));
         }
         // (tid, record index, slot in `threads`), sorted by tid (unique now).
-        thread_slots.sort_unstable_by_key(|e| e.0);
+        sort_by_key(&mut thread_slots, |e| e.0);
         let tindex = thread_slots;
         for (tid, xs, c) in xstates {
             let (tidx, slot) =
@@ -806,10 +807,11 @@ impl<'a> ProcessImage<'a> {
             .map_err(|_| proc_ctx.oom())?;
         for (slot, (f, idx)) in files.iter().zip(file_recs.iter()).enumerate() {
             if f.rec.file_flags & file_flags::DELETED != 0 {
-                findex.push((u64::from(f.rec.file_id), *idx, slot));
+                put(&mut findex, (u64::from(f.rec.file_id), *idx, slot))
+                    .map_err(|_| proc_ctx.oom())?;
             }
         }
-        findex.sort_unstable_by_key(|e| (e.0, e.1));
+        sort_by_key(&mut findex, |e| (e.0, e.1));
         for (file_id, data, c) in file_datas {
             let id = u64::from(file_id);
             let first = findex.partition_point(|e| e.0 < id);
@@ -836,9 +838,10 @@ impl<'a> ProcessImage<'a> {
             .try_reserve_exact(pipes.len())
             .map_err(|_| proc_ctx.oom())?;
         for (slot, (pp, idx)) in pipes.iter().zip(pipe_recs.iter()).enumerate() {
-            pindex.push((u64::from(pp.rec.pipe_id), *idx, slot));
+            put(&mut pindex, (u64::from(pp.rec.pipe_id), *idx, slot))
+                .map_err(|_| proc_ctx.oom())?;
         }
-        pindex.sort_unstable_by_key(|e| (e.0, e.1));
+        sort_by_key(&mut pindex, |e| (e.0, e.1));
         let mut pipe_data: Vec<(u32, &'a [u8])> = Vec::new();
         let mut seen_pipe: Vec<(u64, usize, Ctx)> = Vec::new();
         for (pipe_id, data, c) in pipe_datas {
