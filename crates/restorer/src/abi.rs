@@ -83,6 +83,25 @@ pub mod stage {
 }
 
 /// One message on the status pipe (fixed size, written with one write(2)).
+/// `struct clone_args` of clone3(2) (size version 2, with `set_tid` and
+/// `cgroup`), used by the child (fork with the image's PID) and the restorer
+/// (threads with their TIDs).
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+pub struct CloneArgs {
+    pub flags: u64,
+    pub pidfd: u64,
+    pub child_tid: u64,
+    pub parent_tid: u64,
+    pub exit_signal: u64,
+    pub stack: u64,
+    pub stack_size: u64,
+    pub tls: u64,
+    pub set_tid: u64,
+    pub set_tid_size: u64,
+    pub cgroup: u64,
+}
+
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct StatusMsg {

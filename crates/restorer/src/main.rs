@@ -54,20 +54,6 @@ extern "C" {
     fn stasis_clone3_thread(cl_args: *const CloneArgs, size: usize, args: *mut Args, t: *const Thread) -> isize;
 }
 
-#[repr(C)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
-}
 
 const CLONE_VM: u64 = 0x100;
 const CLONE_FS: u64 = 0x200;

@@ -10,7 +10,7 @@
 use std::ffi::CStr;
 use std::fmt::Write as _;
 
-use super::abi::{self, StatusMsg, CHILD_FAIL_EXIT, STATUS_ERROR};
+use super::abi::{self, CloneArgs, StatusMsg, CHILD_FAIL_EXIT, STATUS_ERROR};
 use super::plan::{ChildPlan, FileSource, PipePlan};
 
 /// Stages of the pre-jump child (StatusMsg::stage < 100).
@@ -573,20 +573,6 @@ pub fn child_main(plan: &ChildPlan) -> ! {
 /// clone3 with `set_tid = [tid]` (a fork: no CLONE_VM). Returns the child's pid
 /// in the parent, 0 in the child.
 pub fn clone3_fork(set_tid: Option<i32>, extra_flags: u64) -> Result<i32, i32> {
-    #[repr(C)]
-    struct CloneArgs {
-        flags: u64,
-        pidfd: u64,
-        child_tid: u64,
-        parent_tid: u64,
-        exit_signal: u64,
-        stack: u64,
-        stack_size: u64,
-        tls: u64,
-        set_tid: u64,
-        set_tid_size: u64,
-        cgroup: u64,
-    }
     let tid: [libc::pid_t; 1] = [set_tid.unwrap_or(0)];
     let ca = CloneArgs {
         flags: extra_flags,
