@@ -24,8 +24,11 @@ const EINVAL: i64 = 22;
 const EOPNOTSUPP: i64 = 95;
 
 const PAGE: usize = 4096;
-/// Pages buffered per PAGES record.
-const CHUNK_PAGES: usize = 16;
+/// Pages buffered per PAGES record, largest first: each record pads its page
+/// data to a page boundary, so a 16-page record costs 1/16 (6%) of padding and
+/// a 256-page one 0.4%. Smaller buffers are the fallback when a 1 MiB
+/// allocation cannot be had.
+const CHUNK_PAGES: [usize; 3] = [256, 64, 16];
 const PATH_MAX: usize = 4096;
 
 extern "C" {
@@ -128,6 +131,19 @@ fn try_bytes(n: usize) -> Result<Vec<u8>, i64> {
     // SAFETY: n bytes initialised.
     unsafe { v.set_len(n) };
     Ok(v)
+}
+
+/// The largest page buffer of [`CHUNK_PAGES`] that can be allocated, and its
+/// size in pages.
+fn page_buffer() -> Result<(usize, Vec<u8>), i64> {
+    let mut err = -ENOMEM;
+    for pages in CHUNK_PAGES {
+        match try_bytes(pages * PAGE) {
+            Ok(buf) => return Ok((pages, buf)),
+            Err(e) => err = e,
+        }
+    }
+    Err(err)
 }
 
 /// A zeroed heap value (kernel stacks are small).
@@ -571,8 +587,8 @@ fn write_image(job: *mut c_void, stats: &mut Stats) -> Result<(), i64> {
     }
 
     // Pages: present (already touched) and not all-zero, read without faulting.
-    let mut buf = try_bytes(CHUNK_PAGES * PAGE)?;
-    let mut runs: Vec<PageRun> = try_vec(CHUNK_PAGES)?;
+    let (chunk_pages, mut buf) = page_buffer()?;
+    let mut runs: Vec<PageRun> = try_vec(chunk_pages)?;
     for (k, _) in &vmas {
         if k.need_pages == 0 {
             continue;
@@ -598,7 +614,7 @@ fn write_image(job: *mut c_void, stats: &mut Stats) -> Result<(), i64> {
                 used += 1;
             }
             addr = addr.saturating_add(PAGE as u64);
-            if used == CHUNK_PAGES || (addr >= k.end && used > 0) {
+            if used == chunk_pages || (addr >= k.end && used > 0) {
                 let data = buf.get(..used * PAGE).unwrap_or(&[]);
                 w.pages(k.start, &runs, data.chunks(PAGE)).map_err(werr)?;
                 stats.pages += used as u64;
