@@ -39,7 +39,12 @@ pub fn pid_path(pid: i32, rest: &str) -> PathBuf {
 
 /// Thread ids of `pid` (/proc/PID/task), sorted.
 pub fn tasks(pid: i32) -> io::Result<Vec<i32>> {
-    let p = pid_path(pid, "task");
+    numbered_entries(pid, "task")
+}
+
+/// The entries of /proc/PID/`dir` whose names are numbers, sorted.
+fn numbered_entries(pid: i32, dir: &str) -> io::Result<Vec<i32>> {
+    let p = pid_path(pid, dir);
     let mut v = Vec::new();
     for e in fs::read_dir(&p).map_err(|e| ctx(&p, e))? {
         let e = e.map_err(|e| ctx(&p, e))?;
@@ -340,16 +345,7 @@ pub fn fdinfo(pid: i32, fd: i32) -> io::Result<FdInfo> {
 
 /// Open fd numbers of `pid`, sorted.
 pub fn fds(pid: i32) -> io::Result<Vec<i32>> {
-    let p = pid_path(pid, "fd");
-    let mut v = Vec::new();
-    for e in fs::read_dir(&p).map_err(|e| ctx(&p, e))? {
-        let e = e.map_err(|e| ctx(&p, e))?;
-        if let Some(t) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) {
-            v.push(t);
-        }
-    }
-    v.sort_unstable();
-    Ok(v)
+    numbered_entries(pid, "fd")
 }
 
 /// One entry of /proc/PID/timers.
