@@ -14,7 +14,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 pub use zerocopy;
 
 /// Version of this interface. Bumped on any incompatible change.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// The misc device the module registers.
 pub const DEVICE_PATH: &str = "/dev/stasis";
@@ -47,9 +47,13 @@ pub const IOC_THAW: u32 = ioc(IOC_NONE, 0x02, 0);
 /// let it run on (or kill it, or keep it frozen); see [`CheckpointArgs`].
 pub const IOC_CHECKPOINT: u32 = ioc(IOC_READ | IOC_WRITE, 0x03, size_of::<CheckpointArgs>());
 
-/// `STASIS_IOC_RESTART`: validate a whole image (and, later, restart it in the caller);
-/// see [`RestartArgs`].
+/// `STASIS_IOC_RESTART`: validate a whole image and restart it into the threads of
+/// `RestartArgs::pid` parked in RESTART_THREAD; see [`RestartArgs`].
 pub const IOC_RESTART: u32 = ioc(IOC_READ | IOC_WRITE, 0x04, size_of::<RestartArgs>());
+/// `STASIS_IOC_RESTART_THREAD`: called by every thread of the future process (the
+/// leader last); parks until a RESTART gives the thread its checkpointed state.
+/// See [`RestartThreadArgs`].
+pub const IOC_RESTART_THREAD: u32 = ioc(IOC_WRITE, 0x05, size_of::<RestartThreadArgs>());
 
 /// Extension ids: bit `n` of [`VersionInfo::extensions`] is set when the extension
 /// with id `n` is loaded. The ids are those of the image format's record kinds
@@ -163,7 +167,8 @@ pub const CHECKPOINT_KEEP_FROZEN: u32 = 2;
 /// All defined checkpoint flags.
 pub const CHECKPOINT_FLAGS: u32 = CHECKPOINT_KILL | CHECKPOINT_KEEP_FROZEN;
 
-/// Argument of `STASIS_IOC_RESTART`.
+/// Argument of `STASIS_IOC_RESTART`, called by the restarting helper (another
+/// process, e.g. `stasis restart`).
 ///
 /// The module reads the whole image from `fd` (a regular file open for reading, read
 /// from offset 0 with pread semantics: the file position is not used; at most
@@ -171,13 +176,22 @@ pub const CHECKPOINT_FLAGS: u32 = CHECKPOINT_KILL | CHECKPOINT_KEEP_FROZEN;
 /// stasis-image's `ProcessImage::parse` (every checksum, framing, record contents),
 /// then checks it against this machine: page size, every thread's XSAVE features
 /// (`xstate_bv`) enabled in this CPU's XCR0, XSAVE areas no larger than this CPU's,
-/// at most [`VersionInfo::max_threads`] threads. Nothing of the caller is changed
-/// before all of that holds; a refused image gives EINVAL (malformed), EOPNOTSUPP
-/// (valid but not restartable here: reason logged), EFBIG (too large), EBADF.
+/// at most [`VersionInfo::max_threads`] threads, every VMA inside the user address
+/// space. A refused image gives EINVAL (malformed), EOPNOTSUPP (valid but not
+/// restartable here: reason logged), EFBIG (too large), EBADF.
 ///
-/// This version restarts nothing yet: with [`RESTART_VALIDATE_ONLY`] it returns 0 and
-/// the counts below; without it, a valid image gives EOPNOTSUPP ("restart not
-/// implemented") and the caller is left untouched.
+/// With [`RESTART_VALIDATE_ONLY`] that is all (`pid` must be 0). Otherwise `pid` names
+/// the future process (in the caller's pid namespace): every one of its threads must
+/// be parked in `RESTART_THREAD` (waited for up to `timeout_ms`, 0 = 10 s), with
+/// exactly the image's TIDs (as seen in the process's own pid namespace), and the
+/// caller must be allowed to ptrace it. Then, in order: each thread's XSAVE state is
+/// set (by the caller, as ptrace does); the leader, in its own context, replaces its
+/// address space (everything but the vDSO/vvar, which must already sit at the
+/// image's addresses) with the image's VMAs and pages; then every thread sets its
+/// registers, signal mask, sigaltstack and rseq registration and returns to user
+/// mode in its checkpointed context. Before the address space is touched any
+/// failure leaves the future process intact (its RESTART_THREAD calls fail with
+/// ECANCELED); after that, a failure kills it (SIGKILL) and is returned here.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct RestartArgs {
@@ -185,6 +199,10 @@ pub struct RestartArgs {
     pub fd: i32,
     /// `RESTART_*`.
     pub flags: u32,
+    /// The future process (0 with [`RESTART_VALIDATE_ONLY`]).
+    pub pid: i32,
+    /// How long to wait for its threads to park, ms (0: 10 s).
+    pub timeout_ms: u32,
     /// Out: image size in bytes.
     pub bytes: u64,
     /// Out: pages of memory in the image.
@@ -200,6 +218,50 @@ pub const RESTART_VALIDATE_ONLY: u32 = 1;
 pub const RESTART_FLAGS: u32 = RESTART_VALIDATE_ONLY;
 /// Largest image RESTART reads (it is held in kernel memory while validated).
 pub const RESTART_MAX_IMAGE: u64 = 1 << 30;
+
+/// Argument of `STASIS_IOC_RESTART_THREAD`, called by each thread of the future
+/// process with all signals blocked, after it has set what ordinary system calls
+/// can set (fs/gs base, robust list, clear_child_tid, name; process wide: files,
+/// cwd, rlimits, signal handlers, mm fields and auxv with PR_SET_MM_MAP, the vDSO
+/// moved to the image's address). The call parks the thread (killable) until a
+/// RESTART for its process, then returns to user mode in the checkpointed context
+/// (the image's rax is this call's "return value"); it returns -1 only on failure:
+/// ECANCELED (the RESTART refused the image or failed before touching the address
+/// space), ETIMEDOUT (no RESTART within `timeout_ms`, 0 = 30 s), EBUSY (a RESTART for
+/// this process is already running), EINVAL, EFAULT, ENOMEM.
+///
+/// Only the leader passes `map_fds`/`close_fds` (others: 0): the file (or memfd /
+/// shared memory object) to map at each file-backed or shared VMA, by VMA start
+/// (fds of the process itself), and the fds the kernel closes once the restart
+/// succeeded (the map files, the image, this /dev/stasis fd).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct RestartThreadArgs {
+    /// Must be 0.
+    pub flags: u32,
+    /// ms to wait for a RESTART while none has claimed the process (0: 30 s).
+    pub timeout_ms: u32,
+    /// User address of `nr_map_fds` [`MapFd`].
+    pub map_fds: u64,
+    /// User address of `nr_close_fds` `i32`.
+    pub close_fds: u64,
+    pub nr_map_fds: u32,
+    pub nr_close_fds: u32,
+}
+
+/// One entry of [`RestartThreadArgs::map_fds`].
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct MapFd {
+    /// Start of the image's VMA.
+    pub start: u64,
+    /// An fd of the calling process: the file to map there.
+    pub fd: i32,
+    pub _reserved: u32,
+}
+
+/// Most entries in [`RestartThreadArgs::map_fds`] / `close_fds`.
+pub const RESTART_MAX_FDS: u32 = 65536;
 
 /// One parked thread, as its task_work callback saw it.
 #[repr(C)]
@@ -271,7 +333,9 @@ const _: () = assert!(size_of::<FreezeArgs>() == 32);
 const _: () = assert!(size_of::<FrozenThread>() == 40);
 const _: () = assert!(size_of::<UserRegs>() == 27 * 8);
 const _: () = assert!(size_of::<CheckpointArgs>() == 56);
-const _: () = assert!(size_of::<RestartArgs>() == 32);
+const _: () = assert!(size_of::<RestartArgs>() == 40);
+const _: () = assert!(size_of::<RestartThreadArgs>() == 32);
+const _: () = assert!(size_of::<MapFd>() == 16);
 
 #[cfg(test)]
 mod tests {
