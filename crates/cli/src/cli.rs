@@ -47,11 +47,12 @@ pub enum Command {
 /// Which engine does the work.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum EngineChoice {
-    /// Checkpoint: the kernel engine when /dev/stasis exists, else the user
-    /// engine. Restart: the user engine (images are interchangeable).
+    /// The kernel engine when /dev/stasis exists, else the user engine
+    /// (images are interchangeable).
     #[default]
     Auto,
-    /// The kernel module engine (needs /dev/stasis; checkpoint only).
+    /// The kernel module engine (needs /dev/stasis). Restart: the user engine
+    /// prepares the process, the module restores its memory and registers.
     Kernel,
     /// The ptrace based user engine.
     User,

@@ -1,10 +1,10 @@
 //! Engine selection: `auto` takes the kernel engine when /dev/stasis exists,
-//! else the user engine.
+//! else the user engine — for checkpoints and restarts alike.
 //!
-//! The kernel engine (`kernel.rs`, /dev/stasis from stasis.ko) only
-//! checkpoints: the module has no restart yet. Images are interchangeable, so
-//! `restart --engine auto` always takes the user engine, and
-//! `restart --engine kernel` fails with exit 4.
+//! The kernel engine checkpoints through `kernel.rs` (/dev/stasis from
+//! stasis.ko) and restarts through the user engine's kernel mode
+//! (`RestartOpts::kernel`: the user engine prepares the process, the module
+//! restores its memory and registers). Images are interchangeable.
 
 use std::path::Path;
 
@@ -20,10 +20,14 @@ pub enum Engine {
     Kernel,
 }
 
-/// Resolve the user's choice for a checkpoint. The device is only looked
-/// for here; opening it and checking its ABI version is `kernel.rs`'s job.
+/// Resolve the user's choice for a checkpoint or a restart. The device is
+/// only looked for here; opening it and checking its ABI version is the
+/// engine's job (`kernel.rs`, or the user engine's kernel mode).
 pub fn select(choice: EngineChoice, _quiet: bool) -> Result<Engine, CliError> {
-    let device = Path::new(DEVICE).exists();
+    resolve(choice, Path::new(DEVICE).exists())
+}
+
+fn resolve(choice: EngineChoice, device: bool) -> Result<Engine, CliError> {
     match choice {
         EngineChoice::User => Ok(Engine::User),
         EngineChoice::Kernel if !device => Err(CliError::KernelModuleMissing),
@@ -33,11 +37,21 @@ pub fn select(choice: EngineChoice, _quiet: bool) -> Result<Engine, CliError> {
     }
 }
 
-/// Resolve the user's choice for a restart: the kernel engine cannot restart
-/// (yet), and `auto` takes the user engine even when /dev/stasis exists.
-pub fn select_restart(choice: EngineChoice) -> Result<Engine, CliError> {
-    match choice {
-        EngineChoice::Kernel => Err(CliError::KernelCannotRestart),
-        EngineChoice::User | EngineChoice::Auto => Ok(Engine::User),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn choices() {
+        for device in [false, true] {
+            assert_eq!(resolve(EngineChoice::User, device).ok(), Some(Engine::User));
+        }
+        assert!(matches!(
+            resolve(EngineChoice::Kernel, false),
+            Err(CliError::KernelModuleMissing)
+        ));
+        assert_eq!(resolve(EngineChoice::Kernel, true).ok(), Some(Engine::Kernel));
+        assert_eq!(resolve(EngineChoice::Auto, true).ok(), Some(Engine::Kernel));
+        assert_eq!(resolve(EngineChoice::Auto, false).ok(), Some(Engine::User));
     }
 }

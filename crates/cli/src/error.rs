@@ -49,10 +49,6 @@ pub enum CliError {
     SelfTarget(i32),
     #[error("the kernel engine needs /dev/stasis (module stasis.ko), which is not loaded")]
     KernelModuleMissing,
-    #[error(
-        "the kernel engine cannot restart yet; use --engine user — images are interchangeable"
-    )]
-    KernelCannotRestart,
     #[error("interrupted by signal {0}: no image written, the process runs on")]
     Interrupted(i32),
     #[error("{0} is a directory")]
@@ -72,9 +68,7 @@ impl CliError {
             | CliError::ThreadNotProcess { .. }
             | CliError::Zombie(_)
             | CliError::SelfTarget(_) => Code::Target,
-            CliError::KernelModuleMissing | CliError::KernelCannotRestart => {
-                Code::EngineUnavailable
-            }
+            CliError::KernelModuleMissing => Code::EngineUnavailable,
             CliError::StdoutIsTerminal | CliError::StdinIsTerminal => Code::Usage,
             CliError::Interrupted(_) | CliError::OutputIsDirectory(_) => Code::Failed,
         }
@@ -99,7 +93,6 @@ impl CliError {
             CliError::KernelModuleMissing => {
                 Some("load it with `modprobe stasis` (or `insmod stasis.ko`), or use --engine user")
             }
-            CliError::KernelCannotRestart => None,
             CliError::Interrupted(_) => None,
             CliError::OutputIsDirectory(_) => {
                 Some("give the path of the image file to write, e.g. -o DIR/NAME.img")
@@ -149,6 +142,21 @@ fn restore_code(e: &RestoreError) -> Code {
         RestoreError::NoPermission { .. }
         | RestoreError::Credentials { .. }
         | RestoreError::RlimitTooHigh { .. } => Code::Target,
+        // Kernel mode: no usable module (not loaded, another ABI, no restart).
+        RestoreError::KernelModule { .. } | RestoreError::KernelAbi { .. } => {
+            Code::EngineUnavailable
+        }
+        RestoreError::KernelRefused { errno, .. } => match *errno {
+            libc::ENOTTY => Code::EngineUnavailable,
+            // EINVAL (malformed), EOPNOTSUPP (not restartable here), EFBIG.
+            libc::EINVAL | libc::EOPNOTSUPP | libc::EFBIG => Code::BadImage,
+            _ => Code::Failed,
+        },
+        RestoreError::Kernel { errno, .. } => match *errno {
+            libc::EPERM | libc::EACCES => Code::Target,
+            libc::EINVAL | libc::EOPNOTSUPP | libc::EFBIG => Code::BadImage,
+            _ => Code::Failed,
+        },
         _ => Code::Failed,
     }
 }
@@ -227,6 +235,18 @@ fn engine_hint_restore(e: &RestoreError) -> Option<&'static str> {
     #[allow(unreachable_patterns)]
     match e {
         RestoreError::NotImplemented => Some("this build's user engine cannot restart yet"),
+        RestoreError::KernelModule { .. } | RestoreError::KernelAbi { .. } => Some(
+            "load the stasis.ko that matches this stasis binary, or use --engine user",
+        ),
+        RestoreError::KernelRefused { errno, .. } if *errno == libc::ENOTTY => Some(
+            "load the stasis.ko that matches this stasis binary, or use --engine user",
+        ),
+        RestoreError::KernelRefused { .. } => Some(
+            "the module logs the reason in dmesg; --engine user may still restart this image",
+        ),
+        RestoreError::Kernel { .. } => Some(
+            "the module logs the reason in dmesg; the future process was killed, nothing runs",
+        ),
         _ => None,
     }
 }
@@ -364,7 +384,31 @@ mod tests {
         assert!(e
             .to_string()
             .contains("needs extension files (module stasis_files.ko)"));
-        let e = anyhow::Error::new(CliError::KernelCannotRestart);
+        let e = anyhow::Error::new(CliError::KernelModuleMissing);
         assert_eq!(classify(&e), Code::EngineUnavailable);
+        let e = anyhow::Error::new(RestoreError::KernelModule {
+            source: std::io::Error::from_raw_os_error(libc::ENOENT),
+        })
+        .context("restart from x failed");
+        assert_eq!(classify(&e), Code::EngineUnavailable);
+        assert!(hint(&e).is_some_and(|h| h.contains("--engine user")));
+        let refused = |errno: i32| {
+            anyhow::Error::new(RestoreError::KernelRefused {
+                reason: "the kernel module refused the image",
+                errno,
+            })
+            .context("restart from x failed")
+        };
+        assert_eq!(classify(&refused(libc::EINVAL)), Code::BadImage);
+        assert_eq!(classify(&refused(libc::EOPNOTSUPP)), Code::BadImage);
+        assert_eq!(classify(&refused(libc::ENOTTY)), Code::EngineUnavailable);
+        assert!(one_line(&refused(libc::EINVAL))
+            .ends_with("the kernel module refused the image: Invalid argument (os error 22) (see dmesg)"));
+        let e = anyhow::Error::new(RestoreError::Kernel {
+            what: "the kernel module's restart failed",
+            errno: libc::ETIMEDOUT,
+        });
+        assert_eq!(classify(&e), Code::Failed);
+        assert!(hint(&e).is_some_and(|h| h.contains("dmesg")));
     }
 }

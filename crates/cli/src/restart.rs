@@ -42,8 +42,8 @@ fn stdin_to_memfd() -> Result<(File, PathBuf)> {
 
 /// The exit status `stasis restart` should return (the restored process's).
 pub fn run(args: &RestartArgs, quiet: bool) -> Result<u8> {
-    // The kernel engine has no restart yet: auto means the user engine here.
-    let engine = engine::select_restart(args.engine)?;
+    // auto: the kernel engine when /dev/stasis exists, as for checkpoints.
+    let engine = engine::select(args.engine, quiet)?;
     let (_keep, path) = if is_stdio(&args.image) {
         let (f, p) = stdin_to_memfd()?;
         (Some(f), p)
@@ -56,13 +56,13 @@ pub fn run(args: &RestartArgs, quiet: bool) -> Result<u8> {
     let opts = RestartOpts {
         detach: args.detach,
         pidns: args.pidns,
+        // The kernel engine is the user engine's kernel mode: it prepares
+        // the process, the module restores memory and registers.
+        kernel: engine == Engine::Kernel,
         progress: Some(&bar),
     };
-    let outcome = match engine {
-        Engine::User => stasis_user::restart(&path, &opts),
-        Engine::Kernel => return Err(CliError::KernelCannotRestart.into()),
-    }
-    .with_context(|| format!("restart from {name} failed"))?;
+    let outcome =
+        stasis_user::restart(&path, &opts).with_context(|| format!("restart from {name} failed"))?;
     bar.finish();
     Ok(match outcome {
         RestartOutcome::Detached { pid } => {

@@ -449,17 +449,24 @@ fn kernel_engine_unavailable() {
         stderr(&o)
     );
     assert_eq!(fs::read_dir(dir.path()).expect("readdir").count(), 0);
-    // restart: 4 with --detach, 125 (its own failure) without.
+    // restart: the same error, 4 with --detach, 125 (its own failure) without.
     let (_d, path, _) = sample();
-    let o = run(&["restart", "--engine", "kernel", "--detach", p(&path)]);
-    assert_eq!(code(&o), 4, "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("the kernel engine cannot restart yet; use --engine user"),
-        "{}",
-        stderr(&o)
-    );
-    let o = run(&["restart", "--engine", "kernel", p(&path)]);
-    assert_eq!(code(&o), 125, "{}", stderr(&o));
+    for detach in [true, false] {
+        let mut args = vec!["restart", "--engine", "kernel"];
+        if detach {
+            args.push("--detach");
+        }
+        args.push(p(&path));
+        let o = run(&args);
+        assert_eq!(code(&o), if detach { 4 } else { 125 }, "{}", stderr(&o));
+        assert!(
+            stderr(&o).starts_with(
+                "stasis: error: the kernel engine needs /dev/stasis (module stasis.ko), which is not loaded\nhint: "
+            ),
+            "{}",
+            stderr(&o)
+        );
+    }
 }
 
 #[test]
@@ -624,7 +631,13 @@ fn counters_round_trip() {
     assert_eq!(v["threads"].as_array().expect("threads").len(), 9);
 
     // Restart and wait: stasis exits with the restored process's status.
-    let mut restart = stasis().arg("restart").arg(&img).spawn().expect("restart");
+    // `--engine auto` (the default) is the user engine without /dev/stasis,
+    // the module's restart with it.
+    let mut restart = stasis()
+        .args(["restart", "--engine", "auto"])
+        .arg(&img)
+        .spawn()
+        .expect("restart");
     let restart_pid = restart.id() as libc::pid_t;
     std::thread::sleep(Duration::from_millis(300));
     let verdict = match restart.try_wait().expect("try_wait") {
@@ -650,11 +663,12 @@ fn counters_round_trip() {
     assert_eq!(verdict.expect("verdict"), "ok");
     assert_eq!(status.code(), Some(0), "stasis restart status");
 
-    // Again from the same image, detached: stasis prints the PID and exits 0.
+    // Again from the same image, detached, forcing the user engine: stasis
+    // prints the PID and exits 0.
     stasis_workloads::wait_pid_gone(pid, Duration::from_secs(10))
         .expect("first restored process gone");
     wl.paths().clean().expect("clean verdict and stop files");
-    let o = run_within(60, &["restart", "--detach", p(&img)]);
+    let o = run_within(60, &["restart", "--engine", "user", "--detach", p(&img)]);
     assert_eq!(code(&o), 0, "restart --detach: {}", stderr(&o));
     assert_eq!(
         stdout(&o).trim(),

@@ -31,6 +31,41 @@ pub const STATUS_PROGRESS: u32 = 5;
 /// Bytes of page data between two STATUS_PROGRESS messages.
 pub const PROGRESS_STEP: u64 = 32 << 20;
 
+/// Kernel mode: every thread is set up (the others are parking in
+/// `STASIS_IOC_RESTART_THREAD`) and the leader closes the status fd and
+/// parks too; the parent now calls `STASIS_IOC_RESTART`.
+pub const STATUS_PARKING: u32 = 6;
+
+/// `STASIS_IOC_RESTART_THREAD` of stasis-abi: `_IOW(0xB5, 0x05, 32)`. The
+/// blob cannot depend on stasis-abi; crates/user checks that this copy and
+/// the struct layouts below match it.
+pub const IOC_RESTART_THREAD: u32 = (1 << 30) | ((core::mem::size_of::<RestartThreadArgs>() as u32) << 16) | (0xB5 << 8) | 0x05;
+/// Most entries of `RestartThreadArgs::map_fds` / `close_fds` (stasis-abi's `RESTART_MAX_FDS`).
+pub const RESTART_MAX_FDS: u32 = 65536;
+
+/// Copy of stasis-abi's `RestartThreadArgs` (the ioctl's argument).
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+pub struct RestartThreadArgs {
+    pub flags: u32,
+    pub timeout_ms: u32,
+    /// Address of `nr_map_fds` [`MapFd`].
+    pub map_fds: u64,
+    /// Address of `nr_close_fds` `i32`.
+    pub close_fds: u64,
+    pub nr_map_fds: u32,
+    pub nr_close_fds: u32,
+}
+
+/// Copy of stasis-abi's `MapFd`: the fd to map at the image's VMA `start`.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+pub struct MapFd {
+    pub start: u64,
+    pub fd: i32,
+    pub _reserved: u32,
+}
+
 /// Stages in which the restorer can fail (`StatusMsg::stage`).
 pub mod stage {
     pub const ARGS: u32 = 100;
@@ -53,6 +88,7 @@ pub mod stage {
     pub const CLOSE_FD: u32 = 117;
     pub const MLOCK: u32 = 118;
     pub const CAPSET: u32 = 119;
+    pub const KERNEL_THREAD: u32 = 120;
 
     /// Human name of a restorer stage.
     pub fn name(s: u32) -> &'static str {
@@ -77,6 +113,7 @@ pub mod stage {
             CLOSE_FD => "closing a restorer fd",
             MLOCK => "mlock",
             CAPSET => "capset (lowering capabilities)",
+            KERNEL_THREAD => "parking in the kernel module (STASIS_IOC_RESTART_THREAD)",
             _ => "unknown restorer stage",
         }
     }
@@ -305,6 +342,17 @@ pub struct Args {
     pub set_caps: u32,
     pub _pad1: u32,
     pub caps: [u64; 3],
+    /// Kernel mode (>= 0): this process's fd of /dev/stasis. The restorer
+    /// then leaves memory to the kernel module: it skips mapping VMAs,
+    /// filling pages, protections/advice (and closing its fds: the module
+    /// closes them once the restart succeeded), registers no rseq area, and
+    /// every thread parks in `STASIS_IOC_RESTART_THREAD` instead of calling
+    /// rt_sigreturn. -1: user mode.
+    pub kernel_fd: i32,
+    pub _pad2: u32,
+    /// Kernel mode: room for `nr_vmas` [`MapFd`] in the area, filled by the
+    /// leader from the VMAs with an fd (0 in user mode).
+    pub map_fds: u64,
 }
 #[allow(clippy::manual_is_multiple_of)] // rust-version 1.85
 const _: () = assert!(core::mem::size_of::<StatusMsg>() % 8 == 0);

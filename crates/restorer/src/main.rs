@@ -3,6 +3,13 @@
 //! thread back through rt_sigreturn. See crates/user/src/restore/mod.rs for the
 //! side that prepares its argument block ([`abi::Args`]).
 //!
+//! Kernel mode (`Args::kernel_fd` >= 0): memory and registers are the kernel
+//! module's job. The restorer still moves the vDSO/vvar and sets what system
+//! calls can set, but maps no VMA, fills no page, closes none of its fds and
+//! registers no rseq area; every thread parks in `STASIS_IOC_RESTART_THREAD`
+//! (the leader last, after STATUS_PARKING) and is switched by the module to
+//! its checkpointed context.
+//!
 //! Rules: no panicking paths (no indexing, no unchecked arithmetic on input:
 //! all loops use raw pointers bounded by counts checked by the preparer), no
 //! statics with addresses (the blob has no relocations), no TLS.
@@ -109,7 +116,12 @@ extern "C" fn restorer_main(a: *mut Args) -> ! {
     // SAFETY: the jumper passes the argument block it prepared in the
     // restorer area, which stays mapped for the restorer's whole life.
     let a: &mut Args = unsafe { &mut *a };
-    if a.magic != ARGS_MAGIC || a.nr_specials as usize > MAX_SPECIALS || a.nr_threads == 0 {
+    // Kernel mode: the module maps the VMAs, fills the pages and sets their
+    // protections; it also needs the map files' fds and closes them itself.
+    let kernel = a.kernel_fd >= 0;
+    if a.magic != ARGS_MAGIC || a.nr_specials as usize > MAX_SPECIALS || a.nr_threads == 0
+        || (kernel && (a.park != 0 || (a.map_fds == 0 && a.nr_vmas != 0)))
+    {
         fail(a, stage::ARGS, 0, a.magic, 0);
     }
     let area_end = a.area_start.wrapping_add(a.area_len);
@@ -161,7 +173,7 @@ extern "C" fn restorer_main(a: *mut Args) -> ! {
 
     // 4. Map every VMA of the image.
     let mut i = 0;
-    while i < a.nr_vmas {
+    while !kernel && i < a.nr_vmas {
         // SAFETY: vmas has nr_vmas entries inside the area.
         let v = unsafe { *at::<Vma>(a.vmas, i) };
         let len = v.end.wrapping_sub(v.start);
@@ -200,7 +212,7 @@ extern "C" fn restorer_main(a: *mut Args) -> ! {
     // 5. Fill the pages.
     let mut unreported: u64 = 0;
     let mut i = 0;
-    while i < a.nr_runs {
+    while !kernel && i < a.nr_runs {
         // SAFETY: runs has nr_runs entries.
         let run = unsafe { *at::<Run>(a.runs, i) };
         let mut done: u64 = 0;
@@ -231,7 +243,7 @@ extern "C" fn restorer_main(a: *mut Args) -> ! {
 
     // 6. Final protections and advice.
     let mut i = 0;
-    while i < a.nr_vmas {
+    while !kernel && i < a.nr_vmas {
         // SAFETY: as above.
         let v = unsafe { *at::<Vma>(a.vmas, i) };
         let len = (v.end - v.start) as usize;
@@ -270,7 +282,7 @@ extern "C" fn restorer_main(a: *mut Args) -> ! {
 
     // 8. Our temporary fds (image, mapped files, exe).
     let mut i = 0;
-    while i < a.nr_close_fds {
+    while !kernel && i < a.nr_close_fds {
         // SAFETY: close_fds has nr_close_fds entries.
         let fd = unsafe { *at::<i32>(a.close_fds, i) };
         // SAFETY: closing an fd we own.
@@ -316,7 +328,7 @@ extern "C" fn restorer_main(a: *mut Args) -> ! {
     // 10. The leader's own thread state.
     // SAFETY: threads[0] exists (nr_threads > 0 checked).
     let leader = unsafe { *at::<Thread>(a.threads, 0) };
-    if let Err((st, e)) = thread_setup(&leader) { fail(a, st, e, leader.tid as u64, 0) }
+    if let Err((st, e)) = thread_setup(&leader, !kernel) { fail(a, st, e, leader.tid as u64, 0) }
 
     // 11. Pending signals (the leader may queue kernel-style siginfo to any thread).
     // SAFETY: getpid has no arguments.
@@ -378,6 +390,9 @@ extern "C" fn restorer_main(a: *mut Args) -> ! {
 
     // 13. Tell the parent we made it, release the threads, go.
     if let Err((st, e)) = lower_caps(a) { fail(a, st, e, leader.tid as u64, 0) }
+    if kernel {
+        kernel_leader(a)
+    }
     if a.park != 0 {
         copy_frame(&leader);
         send(a.status_fd, STATUS_READY, 0, 0, a.filled, 0);
@@ -392,6 +407,40 @@ extern "C" fn restorer_main(a: *mut Args) -> ! {
     // SAFETY: futex wake on our own word.
     unsafe { syscall6(SYS_FUTEX, &a.go as *const u32 as usize, FUTEX_WAKE_PRIVATE, i32::MAX as usize, 0, 0, 0) };
     sigreturn(leader.frame)
+}
+
+/// Kernel mode, the leader's end: hand the fds to map (by VMA start) and the
+/// fds to close to the module, tell the parent, and park. On success the
+/// module switches this thread to its checkpointed context (never returns).
+fn kernel_leader(a: &Args) -> ! {
+    let mut n: u64 = 0;
+    let mut i = 0;
+    while i < a.nr_vmas {
+        // SAFETY: vmas has nr_vmas entries.
+        let v = unsafe { *at::<Vma>(a.vmas, i) };
+        if v.fd >= 0 {
+            let m = MapFd { start: v.start, fd: v.fd, _reserved: 0 };
+            // SAFETY: map_fds has room for nr_vmas entries and n <= i < nr_vmas.
+            unsafe { core::ptr::write_volatile((a.map_fds as *mut MapFd).wrapping_add(n as usize), m) };
+            n += 1;
+        }
+        i += 1;
+    }
+    let ra = RestartThreadArgs {
+        flags: 0,
+        timeout_ms: 0,
+        map_fds: if n == 0 { 0 } else { a.map_fds },
+        close_fds: if a.nr_close_fds == 0 { 0 } else { a.close_fds },
+        nr_map_fds: n as u32,
+        nr_close_fds: a.nr_close_fds as u32,
+    };
+    send(a.status_fd, STATUS_PARKING, 0, 0, a.filled, 0);
+    // SAFETY: closing our status fd (the parent learns the rest from its
+    // own STASIS_IOC_RESTART).
+    unsafe { syscall3(SYS_CLOSE, a.status_fd as usize, 0, 0) };
+    // SAFETY: ra is a valid RestartThreadArgs whose arrays lie in our area.
+    unsafe { syscall3(SYS_IOCTL, a.kernel_fd as usize, IOC_RESTART_THREAD as usize, &ra as *const RestartThreadArgs as usize) };
+    exit_group(RESTORER_FAIL_EXIT)
 }
 
 /// Create timer `t` under its id: directly (`by_prctl`, the kernel takes the
@@ -451,8 +500,10 @@ fn lower_caps(a: &Args) -> Result<(), (u32, i32)> {
     check(r).map(|_| ()).map_err(|e| (stage::CAPSET, e))
 }
 
-/// Per thread kernel state that only the thread itself can set.
-fn thread_setup(t: &Thread) -> Result<(), (u32, i32)> {
+/// Per thread kernel state that only the thread itself can set. `rseq`:
+/// register the rseq area (not in kernel mode: the area does not exist yet
+/// and the module registers it).
+fn thread_setup(t: &Thread, rseq: bool) -> Result<(), (u32, i32)> {
     // SAFETY: arch_prctl with integer arguments; we never use fs/gs ourselves.
     unsafe {
         check(syscall3(SYS_ARCH_PRCTL, ARCH_SET_FS, t.fs_base as usize, 0)).map_err(|e| (stage::SET_TLS, e))?;
@@ -465,7 +516,7 @@ fn thread_setup(t: &Thread) -> Result<(), (u32, i32)> {
     }
     // SAFETY: the kernel only stores the address.
     unsafe { syscall3(SYS_SET_TID_ADDRESS, t.clear_child_tid as usize, 0, 0) };
-    if t.rseq_addr != 0 {
+    if rseq && t.rseq_addr != 0 {
         // SAFETY: the rseq area is in restored memory.
         let r = unsafe { syscall6(SYS_RSEQ, t.rseq_addr as usize, t.rseq_len as usize, 0, t.rseq_sig as usize, 0, 0) };
         check(r).map_err(|e| (stage::RSEQ, e))?;
@@ -479,7 +530,8 @@ fn thread_setup(t: &Thread) -> Result<(), (u32, i32)> {
 extern "C" fn thread_main(a: *mut Args, t: *const Thread) -> ! {
     // SAFETY: both point into the restorer area, valid for the thread's life.
     let (a, t) = unsafe { (&*a, *t) };
-    if let Err((st, e)) = thread_setup(&t) { fail(a, st, e, t.tid as u64, 0) }
+    let kernel = a.kernel_fd >= 0;
+    if let Err((st, e)) = thread_setup(&t, !kernel) { fail(a, st, e, t.tid as u64, 0) }
     if let Err((st, e)) = lower_caps(a) { fail(a, st, e, t.tid as u64, 0) }
     if a.park != 0 {
         copy_frame(&t);
@@ -487,6 +539,14 @@ extern "C" fn thread_main(a: *mut Args, t: *const Thread) -> ! {
     futex_word(&a.ready).fetch_add(1, Ordering::AcqRel);
     // SAFETY: futex wake on a word of our area.
     unsafe { syscall6(SYS_FUTEX, &a.ready as *const u32 as usize, FUTEX_WAKE_PRIVATE, 1, 0, 0, 0) };
+    if kernel {
+        let ra = RestartThreadArgs::default();
+        // SAFETY: ra is a valid RestartThreadArgs (no arrays); on success the
+        // module switches this thread to its checkpointed context.
+        let r = unsafe { syscall3(SYS_IOCTL, a.kernel_fd as usize, IOC_RESTART_THREAD as usize, &ra as *const RestartThreadArgs as usize) };
+        let e = match check(r) { Err(e) => e, Ok(_) => 0 };
+        fail(a, stage::KERNEL_THREAD, e, t.tid as u64, 0)
+    }
     if a.park != 0 {
         park(a)
     }

@@ -9,6 +9,7 @@ pub const SYS_MMAP: usize = 9;
 pub const SYS_MPROTECT: usize = 10;
 pub const SYS_MUNMAP: usize = 11;
 pub const SYS_RT_SIGRETURN: usize = 15;
+pub const SYS_IOCTL: usize = 16;
 pub const SYS_PREAD64: usize = 17;
 pub const SYS_MREMAP: usize = 25;
 pub const SYS_MADVISE: usize = 28;

@@ -498,6 +498,10 @@ pub fn child_main(plan: &ChildPlan) -> ! {
             }
         }
     }
+    if plan.kernel_fd >= 0 {
+        // Kernel mode: the module closes it too, once the restart succeeded.
+        add_close(plan.kernel_fd);
+    }
     // SAFETY: as above.
     unsafe { (*args).nr_close_fds = nclose as u64 };
 

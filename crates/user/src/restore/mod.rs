@@ -40,6 +40,19 @@
 //!    themselves and the area (a few pages) stays mapped.
 //! 5. We wait for READY, then (unless `detach`) for the exit of the process.
 //!
+//! Kernel mode ([`RestartOpts::kernel`], module [`kernel`]): memory and
+//! registers come from the kernel module. We open /dev/stasis and let it
+//! validate the image (`RESTART_VALIDATE_ONLY`) before forking; the child
+//! gets a dup of the device fd (`Args::kernel_fd`) and runs as above; the
+//! restorer parks and moves the vDSO/vvar, skips mapping, filling and
+//! protecting memory (and closing its fds), sets the mm fields, creates the
+//! threads, which set up everything but rseq and park in
+//! `STASIS_IOC_RESTART_THREAD`; the leader queues signals and timers, sends
+//! STATUS_PARKING and parks last, handing over the fds to map (`MapFd` by
+//! VMA start) and to close. We then call `STASIS_IOC_RESTART` for the future
+//! process: the module replaces its address space and returns every thread
+//! to its checkpointed context. If that fails, the future process is killed.
+//!
 //! Known gaps: SysV shm (ipc extension), sockets/eventfd/timerfd/signalfd/
 //! epoll (net/events: refused when parsing), process trees; mappings of
 //! deleted files or memfds need the file open in an fd with FILE_DATA (same
@@ -54,6 +67,7 @@ use std::path::Path;
 pub(crate) mod abi;
 mod child;
 mod cpu;
+mod kernel;
 mod maps;
 mod park;
 mod plan;
@@ -66,7 +80,7 @@ mod blob {
     pub static BLOB: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/restorer.bin"));
 }
 
-use abi::{StatusMsg, STATUS_ERROR, STATUS_EXIT, STATUS_READY};
+use abi::{StatusMsg, STATUS_ERROR, STATUS_EXIT, STATUS_PARKING, STATUS_READY};
 use stasis_image::{Extension, ParseOptions, ProcessImage};
 
 /// Options of a restart.
@@ -76,6 +90,11 @@ pub struct RestartOpts<'a> {
     pub detach: bool,
     /// Restart inside a new PID namespace (so PIDs in use elsewhere don't clash).
     pub pidns: bool,
+    /// Kernel mode: memory and registers are restored by the kernel module
+    /// (/dev/stasis, `STASIS_IOC_RESTART`) instead of the restorer's mmap/pread
+    /// and rt_sigreturn; see [`kernel`]. Fails with
+    /// [`RestoreError::KernelModule`] when the module is not loaded.
+    pub kernel: bool,
     pub progress: Option<&'a dyn crate::Progress>,
 }
 
@@ -125,6 +144,16 @@ pub enum RestoreError {
     Child { stage: &'static str, detail: String, errno: i32, errno_text: String },
     #[error("the restarting process died before running: {status}")]
     ChildDied { status: String },
+    #[error("kernel mode needs {} (module stasis.ko)", stasis_abi::DEVICE_PATH)]
+    KernelModule { source: std::io::Error },
+    #[error("{} speaks ABI version {module}, this stasis speaks version {ours}", stasis_abi::DEVICE_PATH)]
+    KernelAbi { module: u32, ours: u32 },
+    /// The module's validation (`RESTART_VALIDATE_ONLY`) refused the image.
+    #[error("{reason}: {} (see dmesg)", errno_text(*errno))]
+    KernelRefused { reason: &'static str, errno: i32 },
+    /// The module's `STASIS_IOC_RESTART` failed (the future process is gone).
+    #[error("{what}: {} (see dmesg)", errno_text(*errno))]
+    Kernel { what: &'static str, errno: i32 },
 }
 
 impl RestoreError {
@@ -289,7 +318,16 @@ pub fn restart(image: &Path, opts: &RestartOpts) -> Result<RestartOutcome, Resto
         )),
         e => RestoreError::Image(e),
     })?;
-    let mut prep = plan::prepare(&img, &file, map.bytes(), opts.pidns)?;
+    // Kernel mode: the module checks the whole image against this machine
+    // before anything is forked.
+    let dev = if opts.kernel {
+        let d = kernel::Device::open()?;
+        d.validate(&file)?;
+        Some(d)
+    } else {
+        None
+    };
+    let mut prep = plan::prepare(&img, &file, map.bytes(), opts.pidns, opts.kernel)?;
     if let Some(p) = opts.progress {
         p.set_total(prep.page_bytes);
     }
@@ -313,9 +351,25 @@ pub fn restart(image: &Path, opts: &RestartOpts) -> Result<RestartOutcome, Resto
     prep.parent_close.0.push(status_w);
     prep.plan.status_fd = status_w;
     prep.plan.keep_fds.push(status_w);
-    prep.plan.keep_fds.sort_unstable();
     // SAFETY: the Args block lives in our area (RW), no child exists yet.
     unsafe { (*prep.plan.args).status_fd = status_w };
+    if let Some(d) = &dev {
+        // The child's /dev/stasis fd, also above every restored fd.
+        // SAFETY: fcntl on our own fd.
+        let kfd = unsafe { libc::fcntl(d.raw(), libc::F_DUPFD_CLOEXEC, prep.plan.fd_high) };
+        if kfd < 0 {
+            let e = std::io::Error::last_os_error();
+            // SAFETY: our read end (the write end is in parent_close).
+            unsafe { libc::close(status_r) };
+            return Err(RestoreError::sys("F_DUPFD for /dev/stasis", e));
+        }
+        prep.parent_close.0.push(kfd);
+        prep.plan.kernel_fd = kfd;
+        prep.plan.keep_fds.push(kfd);
+        // SAFETY: as above.
+        unsafe { (*prep.plan.args).kernel_fd = kfd };
+    }
+    prep.plan.keep_fds.sort_unstable();
 
     // Block every signal around clone3 so the child starts with all blocked.
     // SAFETY: plain sigset manipulation on locals.
@@ -378,8 +432,10 @@ pub fn restart(image: &Path, opts: &RestartOpts) -> Result<RestartOutcome, Resto
         let _ = wait_status(child_pid);
         Err(err)
     };
+    // Kernel mode: the threads are parking in the module, not running yet.
+    let running = if opts.kernel { STATUS_PARKING } else { STATUS_READY };
     match first {
-        Ok(Some(m)) if m.kind == STATUS_READY => {}
+        Ok(Some(m)) if m.kind == running => {}
         Ok(Some(m)) if m.kind == STATUS_ERROR => return fail_with(msg_error(&m)),
         Ok(Some(m)) if m.kind == STATUS_EXIT => {
             return fail_with(RestoreError::ChildDied { status: describe_status(m.errno) });
@@ -397,15 +453,39 @@ pub fn restart(image: &Path, opts: &RestartOpts) -> Result<RestartOutcome, Resto
         }
     }
 
-    // Running. The restored process's PID as seen from here.
-    let pid = if opts.pidns {
+    // Running (kernel mode: parked). The restored process's PID as seen from here.
+    let found = if opts.pidns {
         std::fs::read_to_string(format!("/proc/{child_pid}/task/{child_pid}/children"))
             .ok()
             .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse().ok()))
-            .unwrap_or(child_pid)
     } else {
-        child_pid
+        Some(child_pid)
     };
+    if let Some(d) = &dev {
+        // The module needs the future process itself, not the namespace's init.
+        let res = match found {
+            Some(pid) => d.restart(&file, pid).map(|_| ()),
+            None => Err(RestoreError::sys(
+                "finding the future process in the new PID namespace",
+                std::io::Error::from_raw_os_error(libc::ESRCH),
+            )),
+        };
+        if let Err(e) = res {
+            // Whatever the module did, the future process must go: it is our
+            // child, or (pidns) in the namespace that dies with its init.
+            // SAFETY: killing the child we created and have not reaped.
+            unsafe { libc::kill(child_pid, libc::SIGKILL) };
+            close_r();
+            let _ = wait_status(child_pid);
+            return Err(e);
+        }
+        if let Some(p) = opts.progress {
+            p.advance(prep.page_bytes);
+        }
+    }
+    // The child's copy of the device fd keeps what the module needs.
+    drop(dev);
+    let pid = found.unwrap_or(child_pid);
     if let Some(park) = &prep.park {
         if let Err(e) = park::finish(pid, park) {
             close_r();

@@ -9,7 +9,7 @@ use std::path::Path;
 use stasis_image::records::{file_flags, file_kind, thread_flags, vma_flags, vma_kind, VmaRec};
 use stasis_image::ProcessImage;
 
-use super::abi::{self, Args, PendingSig, PosixTimer, Run, Special, Thread, Vma};
+use super::abi::{self, Args, MapFd, PendingSig, PosixTimer, Run, Special, Thread, Vma};
 use super::blob::{BLOB, RESTORER_ENTRY};
 use super::cpu;
 use super::maps::{self, Mapping};
@@ -68,6 +68,9 @@ pub struct ChildPlan {
     pub status_fd: RawFd,
     pub image_fd: RawFd,
     pub tty_src: RawFd,
+    /// Kernel mode: the child's /dev/stasis fd (>= fd_high, in `keep_fds`),
+    /// added to the close list the module closes; -1 in user mode.
+    pub kernel_fd: RawFd,
     /// Every restored fd is below this; our own fds are at or above it.
     pub fd_high: RawFd,
     /// Our own fds (sorted) kept across the close-everything step.
@@ -195,7 +198,17 @@ fn span(v: &[(u64, u64)]) -> Option<(u64, u64)> {
 
 /// Validate `img` for this machine and prepare the restart. Changes nothing
 /// outside our own process (it reserves the restorer area and dups a few fds).
-pub fn prepare(img: &ProcessImage<'_>, image_file: &std::fs::File, image_bytes: &[u8], pidns: bool) -> Result<Prepared, RestoreError> {
+/// `kernel`: kernel mode (the module maps memory and switches the threads:
+/// no park mode, room for the leader's [`MapFd`] array, one more close slot
+/// for the /dev/stasis fd; `Args::kernel_fd` and `ChildPlan::kernel_fd` stay
+/// -1 until the caller sets them).
+pub fn prepare(
+    img: &ProcessImage<'_>,
+    image_file: &std::fs::File,
+    image_bytes: &[u8],
+    pidns: bool,
+    kernel: bool,
+) -> Result<Prepared, RestoreError> {
     let h = &img.header;
     if h.arch != stasis_image::records::arch::X86_64 {
         return Err(RestoreError::Arch { arch: h.arch });
@@ -349,7 +362,9 @@ pub fn prepare(img: &ProcessImage<'_>, image_file: &std::fs::File, image_bytes: 
         .ok()
         .and_then(|s| s.trim().parse::<u32>().ok())
         .unwrap_or(0);
-    let keep = std::env::var_os("STASIS_RESTORE_KEEP_RESTORER").is_some_and(|v| v != "0")
+    // Kernel mode: the module switches the threads itself, no park mode.
+    let keep = kernel
+        || std::env::var_os("STASIS_RESTORE_KEEP_RESTORER").is_some_and(|v| v != "0")
         || yama >= 3
         || (yama == 2 && uid != 0);
     let syscall_insn = match (our_vdso.first(), ovd, ivd) {
@@ -688,7 +703,15 @@ pub fn prepare(img: &ProcessImage<'_>, image_file: &std::fs::File, image_bytes: 
         .collect();
     timers.sort_unstable_by_key(|t| t.id);
     let auxv = &img.mm.auxv;
-    let close_cap = 2 + map_files.len() + shms.len();
+    // The image and the exe, map files and shm memfds, /dev/stasis (kernel mode).
+    let close_cap = 2 + map_files.len() + shms.len() + usize::from(kernel);
+    if kernel && (vmas.len() > abi::RESTART_MAX_FDS as usize || close_cap > abi::RESTART_MAX_FDS as usize) {
+        return Err(RestoreError::Unsupported(format!(
+            "{} VMAs and {close_cap} fds to close: the kernel module takes at most {} of each",
+            vmas.len(),
+            abi::RESTART_MAX_FDS
+        )));
+    }
 
     let code_len = page_up(BLOB.len() as u64, page);
     let mut off = code_len;
@@ -705,6 +728,7 @@ pub fn prepare(img: &ProcessImage<'_>, image_file: &std::fs::File, image_bytes: 
     let o_threads = take(size_of::<Thread>() * nthreads, 64);
     let o_sigs = take(size_of::<PendingSig>() * sigs.len(), 64);
     let o_close = take(4 * close_cap, 64);
+    let o_map_fds = take(if kernel { size_of::<MapFd>() * vmas.len() } else { 0 }, 64);
     let o_timers = take(size_of::<PosixTimer>() * timers.len(), 64);
     let o_auxv = take(8 * auxv.len(), 64);
     let fbytes = sigframe::frame_bytes(xsave_max);
@@ -917,6 +941,9 @@ pub fn prepare(img: &ProcessImage<'_>, image_file: &std::fs::File, image_bytes: 
             set_caps: u32::from(caps.is_some()),
             _pad1: 0,
             caps: caps.unwrap_or([0; 3]),
+            kernel_fd: -1,
+            _pad2: 0,
+            map_fds: if kernel { start + o_map_fds } else { 0 },
         };
         park = match syscall_insn {
             Some(insn) if park_ok => Some(Park { syscall_insn: insn, frames: park_frames, area_start: start, area_len: total }),
@@ -940,6 +967,7 @@ pub fn prepare(img: &ProcessImage<'_>, image_file: &std::fs::File, image_bytes: 
         status_fd: -1,
         image_fd,
         tty_src,
+        kernel_fd: -1,
         fd_high,
         keep_fds: keep,
         files,
