@@ -169,6 +169,28 @@ fn missing_cpu_feature_fails_before_anything() {
     assert!(matches!(h.join().unwrap(), Ok(RestartOutcome::Exited { code: Some(0), .. })));
 }
 
+/// Kernel mode without /dev/stasis: a clear error before anything is forked.
+#[test]
+fn kernel_mode_without_module_fails_before_anything() {
+    if Path::new("/dev/stasis").exists() {
+        eprintln!("skipped: /dev/stasis exists here");
+        return;
+    }
+    let _g = lock();
+    let dir = tempfile::tempdir_in("/tmp").expect("tempdir");
+    let (img, _, pid) = dump("fpu", dir.path());
+    for pidns in [false, true] {
+        let e = restart(&img, &RestartOpts { kernel: true, pidns, ..Default::default() }).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            matches!(&e, RestoreError::KernelModule { source } if source.kind() == std::io::ErrorKind::NotFound),
+            "{msg}"
+        );
+        assert_eq!(msg, "kernel mode needs /dev/stasis (module stasis.ko)");
+        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "a process was created");
+    }
+}
+
 #[test]
 fn vdso_size_mismatch_fails_clearly() {
     let _g = lock();
