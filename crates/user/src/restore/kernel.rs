@@ -101,6 +101,13 @@ impl Device {
         Ok(Device { fd })
     }
 
+    /// Any fd standing in for /dev/stasis (tests: /dev/null, whose ioctls fail
+    /// with ENOTTY).
+    #[cfg(test)]
+    fn from_fd(fd: OwnedFd) -> Device {
+        Device { fd }
+    }
+
     pub(super) fn raw(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
@@ -142,6 +149,54 @@ mod tests {
         assert!(e.contains("not restartable on this machine"), "{e}");
         let e = RestoreError::Kernel { what: "the kernel module's restart failed", errno: libc::ESRCH }.to_string();
         assert_eq!(e, "the kernel module's restart failed: No such process (os error 3) (see dmesg)");
+    }
+
+    /// The whole kernel-mode path but the module: /dev/null stands in for
+    /// /dev/stasis, so every STASIS_IOC_RESTART_THREAD and the final
+    /// STASIS_IOC_RESTART fail with ENOTTY. The restorer must get that far
+    /// without mapping any VMA (a crash would be ChildDied), report it, and
+    /// leave no process behind.
+    #[test]
+    fn kernel_mode_up_to_the_module() {
+        use std::io::BufWriter;
+        use std::time::Duration;
+        let t = Duration::from_secs(60);
+        for (name, pidns) in [("files", false), ("fpu", false), ("fpu", true)] {
+            let dir = tempfile::tempdir_in("/tmp").expect("tempdir");
+            let mut w = stasis_workloads::Workload::spawn(name, dir.path(), &[]).expect("spawn");
+            w.wait_ready(t).expect("ready");
+            let img_path = dir.path().join("image");
+            let f = BufWriter::new(File::create(&img_path).expect("create image"));
+            let (frozen, f, _) = crate::checkpoint(w.pid() as i32, f, None).expect("checkpoint");
+            drop(f.into_inner().expect("flush"));
+            frozen.release(crate::After::Kill).expect("kill");
+            let pid = w.pid();
+            w.kill_and_reap().expect("reap");
+
+            let file = File::open(&img_path).expect("open image");
+            let bytes = std::fs::read(&img_path).expect("read image");
+            let supported = [stasis_image::Extension::Core, stasis_image::Extension::Files];
+            let img = stasis_image::ProcessImage::parse(&bytes, &stasis_image::ParseOptions { supported: &supported })
+                .expect("parse");
+            let null = OwnedFd::from(File::options().read(true).write(true).open("/dev/null").expect("/dev/null"));
+            let opts = super::super::RestartOpts { pidns, kernel: true, ..Default::default() };
+            let e = super::super::run(&img, &file, &bytes, &opts, Some(Device::from_fd(null))).unwrap_err();
+            let msg = e.to_string();
+            eprintln!("{name} (pidns {pidns}): {msg}");
+            match &e {
+                // A thread's RESTART_THREAD failed before the leader parked.
+                RestoreError::Child { stage, errno, .. } => {
+                    assert_eq!(*stage, abi::stage::name(abi::stage::KERNEL_THREAD), "{name}: {msg}");
+                    assert_eq!(*errno, libc::ENOTTY, "{name}: {msg}");
+                }
+                // The leader sent STATUS_PARKING; our RESTART failed.
+                RestoreError::Kernel { errno, .. } => assert_eq!(*errno, libc::ENOTTY, "{name}: {msg}"),
+                _ => panic!("{name} (pidns {pidns}): unexpected error: {msg}"),
+            }
+            if !pidns {
+                assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "{name}: PID {pid} still exists");
+            }
+        }
     }
 
     #[test]

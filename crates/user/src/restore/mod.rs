@@ -327,7 +327,19 @@ pub fn restart(image: &Path, opts: &RestartOpts) -> Result<RestartOutcome, Resto
     } else {
         None
     };
-    let mut prep = plan::prepare(&img, &file, map.bytes(), opts.pidns, opts.kernel)?;
+    run(&img, &file, map.bytes(), opts, dev)
+}
+
+/// The restart proper, from a parsed image (`dev`: kernel mode, validated).
+fn run(
+    img: &ProcessImage<'_>,
+    file: &std::fs::File,
+    image_bytes: &[u8],
+    opts: &RestartOpts,
+    dev: Option<kernel::Device>,
+) -> Result<RestartOutcome, RestoreError> {
+    let kernel_mode = dev.is_some();
+    let mut prep = plan::prepare(img, file, image_bytes, opts.pidns, kernel_mode)?;
     if let Some(p) = opts.progress {
         p.set_total(prep.page_bytes);
     }
@@ -433,7 +445,7 @@ pub fn restart(image: &Path, opts: &RestartOpts) -> Result<RestartOutcome, Resto
         Err(err)
     };
     // Kernel mode: the threads are parking in the module, not running yet.
-    let running = if opts.kernel { STATUS_PARKING } else { STATUS_READY };
+    let running = if kernel_mode { STATUS_PARKING } else { STATUS_READY };
     match first {
         Ok(Some(m)) if m.kind == running => {}
         Ok(Some(m)) if m.kind == STATUS_ERROR => return fail_with(msg_error(&m)),
@@ -464,7 +476,7 @@ pub fn restart(image: &Path, opts: &RestartOpts) -> Result<RestartOutcome, Resto
     if let Some(d) = &dev {
         // The module needs the future process itself, not the namespace's init.
         let res = match found {
-            Some(pid) => d.restart(&file, pid).map(|_| ()),
+            Some(pid) => d.restart(file, pid).map(|_| ()),
             None => Err(RestoreError::sys(
                 "finding the future process in the new PID namespace",
                 std::io::Error::from_raw_os_error(libc::ESRCH),
