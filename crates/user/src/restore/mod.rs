@@ -40,7 +40,7 @@
 //!    themselves and the area (a few pages) stays mapped.
 //! 5. We wait for READY, then (unless `detach`) for the exit of the process.
 //!
-//! Kernel mode ([`RestartOpts::kernel`], module [`kernel`]): memory and
+//! Kernel mode ([`RestartOpts::kernel`], restore/kernel.rs): memory and
 //! registers come from the kernel module. We open /dev/stasis and let it
 //! validate the image (`RESTART_VALIDATE_ONLY`) before forking; the child
 //! gets a dup of the device fd (`Args::kernel_fd`) and runs as above; the
@@ -92,7 +92,7 @@ pub struct RestartOpts<'a> {
     pub pidns: bool,
     /// Kernel mode: memory and registers are restored by the kernel module
     /// (/dev/stasis, `STASIS_IOC_RESTART`) instead of the restorer's mmap/pread
-    /// and rt_sigreturn; see [`kernel`]. Fails with
+    /// and rt_sigreturn; see restore/kernel.rs. Fails with
     /// [`RestoreError::KernelModule`] when the module is not loaded.
     pub kernel: bool,
     pub progress: Option<&'a dyn crate::Progress>,
