@@ -58,8 +58,12 @@
 
 #include "stasis_ext.h"
 #include "stasis_kstate.h"
+#include "stasis_internal.h"
 
 #define STASIS_IOC_MAGIC 0xB5
+/* The two restart commands (stasis_abi: IOC_RESTART, IOC_RESTART_THREAD). */
+#define STASIS_IOC_RESTART _IOWR(STASIS_IOC_MAGIC, 0x04, u8[40])
+#define STASIS_IOC_RESTART_THREAD _IOW(STASIS_IOC_MAGIC, 0x05, u8[32])
 /* Largest ioctl argument struct; _IOC_SIZE above it is refused before any copy. */
 #define STASIS_IOC_BUF 256
 /* Most threads one freeze handles (Rust: MAX_THREADS). */
@@ -67,7 +71,7 @@
 
 /* The Rust side (rust/src/lib.rs). */
 long stasis_rs_init(size_t user_regs_size, size_t kthread_size, size_t kproc_size,
-		    size_t kvma_size);
+		    size_t kvma_size, size_t rstate_size, size_t mapfd_size);
 long stasis_rs_write_image(void *job, void *unused);
 long stasis_rs_ioctl(void *sess, unsigned int cmd, void *buf, size_t len);
 
@@ -87,7 +91,7 @@ void *stasis_kmalloc(size_t size)
 	return p;
 }
 
-static void *stasis_kzalloc(size_t size)
+void *stasis_kzalloc(size_t size)
 {
 	void *p = stasis_kmalloc(size);
 
@@ -102,6 +106,26 @@ void stasis_kfree(void *p)
 		return;
 	atomic_long_dec(&stasis_live_allocs);
 	kfree(p);
+}
+
+/* Zeroed, possibly vmalloc'd (large arrays); free with stasis_kvfree. */
+void *stasis_kvzalloc(size_t size)
+{
+	void *p;
+
+	might_sleep();
+	p = kvzalloc(size, GFP_KERNEL_ACCOUNT | __GFP_NOWARN);
+	if (p)
+		atomic_long_inc(&stasis_live_allocs);
+	return p;
+}
+
+void stasis_kvfree(void *p)
+{
+	if (!p)
+		return;
+	atomic_long_dec(&stasis_live_allocs);
+	kvfree(p);
 }
 
 /* ---- helpers for Rust ------------------------------------------------------------ */
@@ -301,8 +325,8 @@ static void stasis_release_threads(struct stasis_freeze *fz)
 	kref_put(&fz->ref, stasis_freeze_free);
 }
 
-static const struct user_regset *stasis_regset(const struct user_regset_view *view,
-					       unsigned int note)
+const struct user_regset *stasis_regset(const struct user_regset_view *view,
+					unsigned int note)
 {
 	unsigned int i;
 
@@ -445,7 +469,7 @@ static void stasis_park(struct callback_head *cb)
 
 /* May the caller freeze (and so read the state of) @task? ptrace_may_access() is not
  * exported; this is its PTRACE_MODE_ATTACH_REALCREDS core without the LSM hook. */
-static int stasis_may_freeze(struct task_struct *task)
+int stasis_may_freeze(struct task_struct *task)
 {
 	const struct cred *me = current_cred(), *tc;
 	struct mm_struct *mm;
@@ -469,6 +493,19 @@ static int stasis_may_freeze(struct task_struct *task)
 	if (capable(CAP_SYS_PTRACE) || capable(CAP_CHECKPOINT_RESTORE))
 		return 0;
 	return -EPERM;
+}
+
+/* The task of @pid in the caller's pid namespace, referenced, or NULL. */
+struct task_struct *stasis_get_task(int pid)
+{
+	struct pid *p = find_get_pid(pid);
+	struct task_struct *task;
+
+	if (!p)
+		return NULL;
+	task = get_pid_task(p, PIDTYPE_PID);
+	put_pid(p);
+	return task;
 }
 
 static bool stasis_fz_has(struct stasis_freeze *fz, struct task_struct *task)
@@ -517,7 +554,6 @@ long stasis_freeze(void *sp, int pid, unsigned int timeout_ms, unsigned int max_
 	struct stasis_session *s = sp;
 	struct task_struct *leader, **batch = NULL;
 	struct stasis_freeze *fz;
-	struct pid *p;
 	long left = msecs_to_jiffies(timeout_ms);
 	long ret;
 
@@ -525,11 +561,7 @@ long stasis_freeze(void *sp, int pid, unsigned int timeout_ms, unsigned int max_
 		return -EBUSY;
 	if (pid <= 0)
 		return -EINVAL;
-	p = find_get_pid(pid);
-	if (!p)
-		return -ESRCH;
-	leader = get_pid_task(p, PIDTYPE_PID);
-	put_pid(p);
+	leader = stasis_get_task(pid);
 	if (!leader)
 		return -ESRCH;
 	if (same_thread_group(leader, current)) {
@@ -1081,7 +1113,8 @@ long stasis_job_vmas(struct stasis_job *job)
 				  (f & VM_EXEC ? PROT_EXEC : 0);
 			k->flags = (f & VM_SHARED ? 1 : 0) | (f & VM_GROWSDOWN ? 2 : 0) |
 				   (f & VM_DONTCOPY ? 8 : 0) | (f & VM_DONTDUMP ? 16 : 0) |
-				   (f & VM_LOCKED ? 32 : 0) | (f & VM_NORESERVE ? 64 : 0);
+				   (f & VM_LOCKED ? 32 : 0) | (f & VM_NORESERVE ? 64 : 0) |
+				   (f & VM_HUGEPAGE ? 128 : 0) | (f & VM_NOHUGEPAGE ? 256 : 0);
 			if (vma->vm_ops && vma->vm_ops->name)
 				name = vma->vm_ops->name(vma);
 			if (name && !strcmp(name, "[vdso]")) {
@@ -1353,10 +1386,22 @@ static long stasis_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 	memset(buf, 0, size);
 	if ((_IOC_DIR(cmd) & _IOC_WRITE) && copy_from_user(buf, (void __user *)arg, size))
 		return -EFAULT;
-	if (mutex_lock_interruptible(&s->lock))
-		return -ERESTARTSYS;
-	ret = stasis_rs_ioctl(s, cmd, buf, size);
-	mutex_unlock(&s->lock);
+	/*
+	 * The restart calls use no session state and block for long: not under the
+	 * session lock (the future process's threads share the helper's open file).
+	 * RESTART_THREAD returns to user mode in the restored context: its "return
+	 * value" is the image's rax, and nothing is copied back.
+	 */
+	if (cmd == STASIS_IOC_RESTART_THREAD)
+		return stasis_restart_thread(buf, size);
+	if (cmd == STASIS_IOC_RESTART) {
+		ret = stasis_rs_ioctl(s, cmd, buf, size);
+	} else {
+		if (mutex_lock_interruptible(&s->lock))
+			return -ERESTARTSYS;
+		ret = stasis_rs_ioctl(s, cmd, buf, size);
+		mutex_unlock(&s->lock);
+	}
 	if (ret >= 0 && (_IOC_DIR(cmd) & _IOC_READ) &&
 	    copy_to_user((void __user *)arg, buf, size))
 		ret = -EFAULT;
@@ -1381,7 +1426,8 @@ static struct miscdevice stasis_dev = {
 static int __init stasis_init(void)
 {
 	long r = stasis_rs_init(sizeof(struct user_regs_struct), sizeof(struct stasis_kthread),
-				sizeof(struct stasis_kproc), sizeof(struct stasis_kvma));
+				sizeof(struct stasis_kproc), sizeof(struct stasis_kvma),
+				sizeof(struct stasis_rstate), sizeof(struct stasis_mapfd));
 
 	if (r)
 		return (int)r;

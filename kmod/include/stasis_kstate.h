@@ -65,4 +65,27 @@ struct stasis_kvma {
 	u32 path_len;			/* of the path returned by stasis_job_vma */
 };
 
+/*
+ * What a restarted thread sets in its own context once its process's address space
+ * is the image's (filled by the RESTART caller from the image's THREAD record).
+ */
+struct stasis_rstate {
+	u64 regs[27];			/* struct user_regs_struct; fs/gs bases not used */
+	u64 sigmask;
+	u64 altstack_sp;
+	u64 altstack_size;
+	u64 rseq_addr;
+	u32 altstack_flags;
+	u32 rseq_len;			/* 0 (none) or 32 */
+	u32 rseq_sig;
+	u32 _pad;
+};
+
+/* One entry of RESTART_THREAD's map_fds (stasis_abi::MapFd). */
+struct stasis_mapfd {
+	u64 start;
+	s32 fd;
+	u32 _reserved;
+};
+
 #endif

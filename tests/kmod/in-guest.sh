@@ -212,33 +212,9 @@ if start_wl memory; then
     stop_wl memory $p
 fi
 
-# Cross-engine: checkpointed by stasis.ko (then killed), restarted by the user engine
-# (`stasis restart --engine user`): the restored workload must pass its checks.
-# (stasis_files.ko writes the descriptors and pipes; signals fails on its itimer, files
-# is refused: deleted file.)
-if [ -x "${STASIS:-}" ]; then
-    for w in counters tls fpu blocked; do
-        start_wl $w || continue
-        p=$WPID
-        $CTL checkpoint $p $D/$w.x.img --kill >$D/$w.x.log 2>&1 || { fail "$w: checkpoint --kill"; cat $D/$w.x.log; continue; }
-        wait $p 2>/dev/null
-        rm -f $D/$w.v
-        $STASIS restart --engine user $D/$w.x.img >$D/$w.xr.log 2>&1 &
-        r=$!
-        sleep 1
-        touch $D/$w.v.stop
-        wait $r; rc=$?
-        v="$(cat $D/$w.v 2>/dev/null)"
-        if [ "$rc" = 0 ] && [ "$v" = ok ]; then pass "$w: kernel checkpoint, user-engine restart, verdict ok"
-        else fail "$w: user-engine restart of a kernel image: exit $rc verdict '$v'"; tail -n 5 $D/$w.xr.log; fi
-    done
-else
-    echo "SKIP: cross-engine restart (no stasis binary)"
-fi
-
 # The stasis CLI's kernel engine: `stasis checkpoint` (auto -> kernel: /dev/stasis exists)
 # left running, --stop, to a pipe, --kill; verify, inspect ("kernel engine"); `stasis
-# restart --detach` (auto -> user engine) passes the verdict; restart --engine kernel: 4.
+# restart --detach` (auto -> kernel engine: /dev/stasis exists) passes the verdict.
 if [ -x "${STASIS:-}" ] && start_wl counters; then
     p=$WPID
     check "stasis checkpoint (auto -> kernel), left running" $STASIS checkpoint $p -o $D/cli.run.img
@@ -257,11 +233,9 @@ if [ -x "${STASIS:-}" ] && start_wl counters; then
     $STASIS inspect $D/cli.img >$D/cli.inspect 2>&1
     if grep -q "with the kernel engine" $D/cli.inspect; then pass "stasis inspect: $(grep -m1 'written' $D/cli.inspect | sed 's/^ *//')"
     else fail "stasis inspect does not show the kernel engine"; head -n 5 $D/cli.inspect; fi
-    $STASIS restart --engine kernel --detach $D/cli.img >$D/cli.rk 2>&1; rc=$?
-    [ $rc = 4 ] && grep -q "cannot restart yet" $D/cli.rk && pass "stasis restart --engine kernel: exit 4" || { fail "restart --engine kernel: exit $rc"; cat $D/cli.rk; }
     rm -f $D/counters.v $D/counters.v.stop
     if r=$($STASIS restart $D/cli.img --detach 2>$D/cli.r.err); then
-        pass "stasis restart --detach (auto -> user engine): PID $r"
+        pass "stasis restart --detach (auto -> kernel engine): PID $r"
         sleep 1
         touch $D/counters.v.stop
         for i in $(seq 600); do [ -s $D/counters.v ] && break; sleep 0.1; done
@@ -272,22 +246,27 @@ if [ -x "${STASIS:-}" ] && start_wl counters; then
     fi
 fi
 
-# --- restart (first part: the whole image validated in the kernel) ----------------
+# --- restart: validation -----------------------------------------------------------
 # STASIS_IOC_RESTART reads the image into kernel memory, validates all of it with
-# stasis-image and checks it against this machine; it restarts nothing yet (EOPNOTSUPP
-# for a valid image without RESTART_VALIDATE_ONLY). stasisctl checks after every call
-# that its own memory map and data are unchanged.
-check "RESTART: bad arguments and descriptors fail cleanly" $CTL restart-abuse
+# stasis-image and checks it against this machine before anything changes. stasisctl
+# checks after every call that its own memory map and data are unchanged.
+check "RESTART/RESTART_THREAD: bad arguments and descriptors fail cleanly" $CTL restart-abuse
 for w in counters blocked tls fpu memory python_threads.py bash_loop.sh signals; do
     [ -f $D/$w.img ] || continue
     nt=$($IMG $D/$w.img | sed -n 's/.* \([0-9]*\) threads.*/\1/p')
     check "RESTART validates the kernel image of $w ($nt threads)" $CTL restart --validate-only --expect-threads $nt $D/$w.img
 done
-[ -f $D/counters.img ] && check "RESTART of a valid image: EOPNOTSUPP (not implemented), caller intact" \
-    $CTL restart --expect-errno 95 $D/counters.img
+# A RESTART for a process whose threads never park: ETIMEDOUT, both sides intact.
+if [ -f $D/counters.img ] && start_wl counters; then
+    p=$WPID
+    check "RESTART of a running process that did not park: ETIMEDOUT, caller intact" \
+        $CTL restart --pid $p --timeout 300 --expect-errno 110 $D/counters.img
+    check "RESTART of a non-existent pid: ESRCH" $CTL restart --pid 999999 --timeout 100 --expect-errno 3 $D/counters.img
+    stop_wl counters $p
+fi
 if [ -f $D/counters.img ] && $IMG --mutate $D/counters.img $D/mut >$D/mut.log 2>&1; then
     cat $D/mut.log
-    check "RESTART refuses malformed images (EINVAL), caller intact" $CTL restart --expect-errno 22 $D/mut/einval-*
+    check "RESTART refuses malformed images (EINVAL), caller intact" $CTL restart --pid 1 --expect-errno 22 $D/mut/einval-*
     check "RESTART refuses malformed images with VALIDATE_ONLY too" $CTL restart --validate-only --expect-errno 22 $D/mut/einval-*
     check "RESTART refuses XSAVE features this CPU lacks, 5009 threads (EOPNOTSUPP)" $CTL restart --validate-only --expect-errno 95 $D/mut/eopnotsupp-*
     check "RESTART validates 4009 threads (the parser's deep sort, on the module's big stack)" \
@@ -295,15 +274,94 @@ if [ -f $D/counters.img ] && $IMG --mutate $D/counters.img $D/mut >$D/mut.log 2>
 else
     fail "hostile images: mutate"; cat $D/mut.log
 fi
-# Interchange: an image of the user engine validates in the kernel.
-if [ -x "${STASIS:-}" ] && start_wl counters; then
+
+# --- restart in the kernel ---------------------------------------------------------
+# `stasis restart --engine kernel`: the CLI forks the future process with the image's
+# PID/TIDs, files and handlers; its threads park in RESTART_THREAD; RESTART replaces the
+# address space and sets every thread's state. The restored workload checks itself.
+restart_check() { # NAME IMAGE ENGINE LABEL [EXTRA ARGS]
+    local w=$1 img=$2 eng=$3 label=$4; shift 4
+    rm -f $D/$w.v $D/$w.v.stop
+    $STASIS restart --engine $eng "$@" $img >$D/$w.rs.log 2>&1 &
+    local r=$!
+    sleep 1
+    touch $D/$w.v.stop
+    wait $r; local rc=$?
+    local v; v="$(cat $D/$w.v 2>/dev/null)"
+    if [ "$rc" = 0 ] && [ "$v" = ok ]; then pass "$label: verdict ok"
+    else fail "$label: exit $rc verdict '$v'"; tail -n 5 $D/$w.rs.log; fi
+}
+# cr NAME CKPT_ENGINE RESTART_ENGINE TAG: start NAME, checkpoint it with --kill into
+# $D/NAME.TAG.img, restart that. Returns 2 when the checkpoint engine refused the
+# workload (a clear refusal, reported as such).
+cr() {
+    local w=$1 ce=$2 re=$3 tag=$4 p
+    start_wl $w || return 1
     p=$WPID
-    if $STASIS checkpoint --engine user $p -o $D/user.img >$D/user.ck 2>&1; then
-        check "RESTART validates a user-engine image (9 threads)" $CTL restart --validate-only --expect-threads 9 $D/user.img
+    if $STASIS checkpoint --engine $ce --kill $p -o $D/$w.$tag.img >$D/$w.$tag.log 2>&1; then
+        wait $p 2>/dev/null
+        restart_check $w $D/$w.$tag.img $re "$w: $ce-engine checkpoint --kill, $re-engine restart"
+    elif [ $ce = kernel ] && grep -q "refus\|not supported\|cannot" $D/$w.$tag.log; then
+        pass "$w: kernel checkpoint refused: $(head -n1 $D/$w.$tag.log)"
+        stop_wl $w $p
+        return 2
     else
-        fail "stasis checkpoint --engine user"; cat $D/user.ck
+        fail "$w: stasis checkpoint --engine $ce --kill"; cat $D/$w.$tag.log; kill -9 $p
+        return 1
     fi
-    stop_wl counters $p
+}
+if [ -x "${STASIS:-}" ]; then
+    for w in counters blocked tls fpu memory python_threads.py bash_loop.sh signals files; do
+        cr $w kernel kernel k
+    done
+    # The same image restarted twice in turn.
+    [ -f $D/counters.k.img ] && restart_check counters $D/counters.k.img kernel "counters: the same image restarted again"
+    # --leave-running, three times in a row: the original keeps passing; each image restarts.
+    if start_wl counters; then
+        p=$WPID
+        ok=0
+        for i in 1 2 3; do $STASIS checkpoint --engine kernel $p -o $D/lr$i.img >$D/lr.log 2>&1 && ok=$((ok + 1)); done
+        [ $ok = 3 ] && pass "three kernel checkpoints in a row, left running" || { fail "three checkpoints: $ok/3"; cat $D/lr.log; }
+        stop_wl counters $p
+        for i in 1 3; do [ -f $D/lr$i.img ] && restart_check counters $D/lr$i.img kernel "counters: restart of left-running checkpoint $i"; done
+    fi
+    # Interchange: user-engine images restarted by the kernel, kernel images by the user
+    # engine (fresh images: memory's restored process deletes its mapped file at exit).
+    for w in counters blocked tls fpu memory python_threads.py bash_loop.sh signals files; do
+        cr $w user kernel u
+        [ -f $D/$w.k.img ] && cr $w kernel user k2
+    done
+    # --detach: `stasis restart` prints the PID and leaves the process running.
+    if [ -f $D/counters.k.img ]; then
+        rm -f $D/counters.v $D/counters.v.stop
+        if r=$($STASIS restart --engine kernel --detach $D/counters.k.img 2>$D/det.err); then
+            pass "stasis restart --engine kernel --detach: PID $r"
+            sleep 0.5; touch $D/counters.v.stop
+            for i in $(seq 300); do [ -s $D/counters.v ] && break; sleep 0.1; done
+            [ "$(cat $D/counters.v 2>/dev/null)" = ok ] && pass "counters (detached kernel restart): verdict ok" || fail "detached kernel restart: verdict '$(cat $D/counters.v 2>/dev/null)'"
+        else
+            fail "stasis restart --engine kernel --detach"; cat $D/det.err
+        fi
+    fi
+    # A PID in use: a clear error, nothing restarted.
+    if start_wl counters; then
+        p=$WPID
+        $STASIS checkpoint --engine kernel $p -o $D/inuse.img >/dev/null 2>&1
+        $STASIS restart --engine kernel $D/inuse.img >$D/inuse.log 2>&1; rc=$?
+        [ $rc != 0 ] && grep -qi "in use" $D/inuse.log && pass "kernel restart with the PID in use: exit $rc ($(head -n1 $D/inuse.log))" || { fail "PID in use: exit $rc"; cat $D/inuse.log; }
+        stop_wl counters $p
+    fi
+    # A corrupt image: refused before anything is forked.
+    if [ -f $D/counters.k.img ]; then
+        cp $D/counters.k.img $D/corrupt.img
+        printf '\xff' | dd of=$D/corrupt.img bs=1 seek=5000 conv=notrunc 2>/dev/null
+        $STASIS restart --engine kernel $D/corrupt.img >$D/corrupt.log 2>&1; rc=$?
+        [ $rc = 125 ] && grep -q checksum $D/corrupt.log && pass "kernel restart of a corrupt image refused: exit 125 ($(head -n1 $D/corrupt.log))" || { fail "corrupt image: exit $rc"; cat $D/corrupt.log; }
+        $STASIS restart --engine kernel --detach $D/corrupt.img >$D/corrupt.log 2>&1; rc=$?
+        [ $rc = 3 ] && pass "kernel restart --detach of a corrupt image: exit 3" || { fail "corrupt image --detach: exit $rc"; cat $D/corrupt.log; }
+    fi
+else
+    echo "SKIP: kernel restart (no stasis binary)"
 fi
 
 # --- unload -----------------------------------------------------------------------

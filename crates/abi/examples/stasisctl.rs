@@ -374,11 +374,15 @@ fn cmd_restart(args: &[String]) -> Result<(), String> {
     let mut flags = 0;
     let mut expect_errno: Option<i32> = None;
     let mut expect_threads: Option<u32> = None;
+    let mut pid = 0i32;
+    let mut timeout_ms = 0u32;
     let mut images = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--validate-only" => flags |= RESTART_VALIDATE_ONLY,
+            "--pid" => pid = num(it.next(), "--pid")?,
+            "--timeout" => timeout_ms = num(it.next(), "--timeout")?,
             "--expect-errno" => expect_errno = Some(num(it.next(), "--expect-errno")?),
             "--expect-threads" => expect_threads = Some(num(it.next(), "--expect-threads")?),
             o if o.starts_with("--") => return Err(format!("unknown option {o}")),
@@ -397,7 +401,7 @@ fn cmd_restart(args: &[String]) -> Result<(), String> {
     for path in &images {
         let img = std::fs::File::open(path).map_err(|e| format!("{path}: {e}"))?;
         let nb = read_maps(&mut before)?;
-        let mut a = RestartArgs { fd: img.as_raw_fd(), flags, ..RestartArgs::new_zeroed() };
+        let mut a = RestartArgs { fd: img.as_raw_fd(), flags, pid, timeout_ms, ..RestartArgs::new_zeroed() };
         let t0 = Instant::now();
         let r = ioc(dev.as_raw_fd(), IOC_RESTART, &mut a as *mut _ as *mut u8);
         let took = t0.elapsed();
@@ -432,6 +436,10 @@ fn cmd_restart(args: &[String]) -> Result<(), String> {
     }
     println!("restart: ok ({} images)", images.len());
     Ok(())
+}
+
+fn rt(d: i32, mut a: RestartThreadArgs) -> Result<i32, i32> {
+    ioc(d, IOC_RESTART_THREAD, &mut a as *mut _ as *mut u8)
 }
 
 /// RESTART with bad arguments and descriptors: each must fail with the expected errno.
@@ -470,6 +478,18 @@ fn cmd_restart_abuse() -> Result<(), String> {
         ("pipe", call(pfd[0], RESTART_VALIDATE_ONLY, false), 22),
         ("/dev/stasis", call(d, RESTART_VALIDATE_ONLY, false), 22),
         ("NULL arg", ioc(d, IOC_RESTART, std::ptr::null_mut()), 14),
+        ("pid with VALIDATE_ONLY", {
+            let mut a = RestartArgs { fd: empty_r.as_raw_fd(), flags: RESTART_VALIDATE_ONLY, pid: 1, ..RestartArgs::new_zeroed() };
+            ioc(d, IOC_RESTART, &mut a as *mut _ as *mut u8)
+        }, 22),
+        ("no pid without VALIDATE_ONLY", call(empty_r.as_raw_fd(), 0, false), 22),
+        ("RESTART_THREAD bad flags", rt(d, RestartThreadArgs { flags: 1, ..RestartThreadArgs::new_zeroed() }), 22),
+        ("RESTART_THREAD too many fds", rt(d, RestartThreadArgs { nr_map_fds: RESTART_MAX_FDS + 1, ..RestartThreadArgs::new_zeroed() }), 22),
+        ("RESTART_THREAD bad map_fds pointer", rt(d, RestartThreadArgs { nr_map_fds: 4, map_fds: 16, ..RestartThreadArgs::new_zeroed() }), 14),
+        ("RESTART_THREAD bad close_fds pointer", rt(d, RestartThreadArgs { nr_close_fds: 4, close_fds: u64::MAX - 8, ..RestartThreadArgs::new_zeroed() }), 14),
+        // Nobody claims us: the thread leaves after its timeout, unchanged.
+        ("RESTART_THREAD unclaimed: ETIMEDOUT", rt(d, RestartThreadArgs { timeout_ms: 200, ..RestartThreadArgs::new_zeroed() }), 110),
+        ("RESTART_THREAD NULL arg", ioc(d, IOC_RESTART_THREAD, std::ptr::null_mut()), 14),
     ];
     let _ = std::fs::remove_file(&tmp);
     let mut bad = 0;

@@ -225,7 +225,7 @@ pub const RESTART_MAX_IMAGE: u64 = 1 << 30;
 /// cwd, rlimits, signal handlers, mm fields and auxv with PR_SET_MM_MAP, the vDSO
 /// moved to the image's address). The call parks the thread (killable) until a
 /// RESTART for its process, then returns to user mode in the checkpointed context
-/// (the image's rax is this call's "return value"); it returns -1 only on failure:
+/// (every register, rax included, is the image's); it returns -1 only on failure:
 /// ECANCELED (the RESTART refused the image or failed before touching the address
 /// space), ETIMEDOUT (no RESTART within `timeout_ms`, 0 = 30 s), EBUSY (a RESTART for
 /// this process is already running), EINVAL, EFAULT, ENOMEM.

@@ -109,11 +109,20 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
 
 /// Called once from module init with the sizes the shim was compiled with.
 #[no_mangle]
-pub extern "C" fn stasis_rs_init(user_regs_size: usize, kthread: usize, kproc: usize, kvma: usize) -> i64 {
+pub extern "C" fn stasis_rs_init(
+    user_regs_size: usize,
+    kthread: usize,
+    kproc: usize,
+    kvma: usize,
+    rstate: usize,
+    mapfd: usize,
+) -> i64 {
     if user_regs_size != size_of::<UserRegs>()
         || kthread != size_of::<kstate::KThread>()
         || kproc != size_of::<kstate::KProc>()
         || kvma != size_of::<kstate::KVma>()
+        || rstate != size_of::<restart::RState>()
+        || mapfd != size_of::<stasis_abi::MapFd>()
     {
         log(LOG_ERR, "stasis: C/Rust struct size mismatch\n");
         return -EINVAL;
