@@ -10,9 +10,9 @@
  * a file_id), one FD_PIPE per pipe/FIFO end (pipe_id shared by both ends) and one
  * PIPE_DATA with the bytes buffered in each pipe, read without consuming them.
  * Refused (EOPNOTSUPP, logged): sockets (extension net), anonymous-inode files
- * (eventfd, epoll, signalfd, timerfd: extension events), deleted files (their
- * contents are not written yet), named FIFOs unless an anonymous pipe of the same
- * process proves their file_operations are the pipe's.
+ * (eventfd, epoll, signalfd, timerfd: extension events), sealed memfds, deleted
+ * files over 256 MiB, FIFOs whose open file is not the inode's pipe. Deleted regular files and memfds
+ * carry their contents (FILE_DATA after the first FD_FILE of the file).
  */
 #define pr_fmt(fmt) "stasis_files: " fmt
 
@@ -30,11 +30,15 @@
 #include <linux/rcupdate.h>
 #include <linux/dcache.h>
 #include <linux/limits.h>
+#include <linux/shmem_fs.h>
+#include <linux/cred.h>
+#include <uapi/linux/fcntl.h>
 #include "stasis_ext.h"
 
 static_assert(sizeof(struct stasis_fd_file_rec) == 72);
 static_assert(sizeof(struct stasis_fd_pipe_rec) == 40);
 static_assert(sizeof(struct stasis_pipe_data_rec) == 16);
+static_assert(sizeof(struct stasis_file_data_rec) == 24);
 
 #define MAX_IDS 4096
 
@@ -45,7 +49,6 @@ struct files_ctx {
 	unsigned int nr_files;
 	const void **pipes;		/* pipes seen (pipe_id = index + 1) */
 	unsigned int nr_pipes;
-	const struct file_operations *pipe_fops; /* of a pipefs file seen (pipefifo_fops) */
 };
 
 /* Index + 1 of @p in @tab, adding it if new (*is_new). 0 when the table is full. */
@@ -129,12 +132,72 @@ static long files_pipe_data(struct files_ctx *c, struct pipe_inode_info *pipe, u
 	return r;
 }
 
+#define DELETED_SUFFIX " (deleted)"
+#define DELETED_SUFFIX_LEN (sizeof(DELETED_SUFFIX) - 1)
+/* Largest deleted file (or memfd) whose contents a checkpoint carries. */
+#define FILES_MAX_DATA (256u << 20)
+
+/* Seals other than F_SEAL_SEAL could not be put back: refuse such memfds. */
+static long files_check_seals(unsigned int fd, struct file *f)
+{
+	struct inode *inode = file_inode(f);
+
+	if (inode->i_sb->s_magic == TMPFS_MAGIC && (SHMEM_I(inode)->seals & ~F_SEAL_SEAL)) {
+		pr_warn("checkpoint refused: fd %u is a sealed memfd (seals are not restored)\n", fd);
+		return -EOPNOTSUPP;
+	}
+	return 0;
+}
+
+/* FILE_DATA: the contents of a deleted file or memfd, read without moving its offset
+ * (through a second, read-only open of the same file when @f is write-only). */
+static long files_data(struct files_ctx *c, unsigned int fd, struct file *f, u32 file_id,
+		       u64 size)
+{
+	struct stasis_file_data_rec rec = { .file_id = file_id, .size = size };
+	struct file *rf = f;
+	loff_t pos = 0;
+	u8 *buf = NULL;
+	long r = 0;
+
+	if (size > FILES_MAX_DATA) {
+		pr_warn("checkpoint refused: fd %u: deleted file of %llu bytes (at most %u are carried)\n",
+			fd, size, FILES_MAX_DATA);
+		return -EOPNOTSUPP;
+	}
+	if (!(f->f_mode & FMODE_READ)) {
+		rf = dentry_open(&f->f_path, O_RDONLY | O_LARGEFILE, current_cred());
+		if (IS_ERR(rf))
+			return PTR_ERR(rf);
+	}
+	if (size) {
+		buf = kvmalloc(size, GFP_KERNEL);
+		if (!buf)
+			r = -ENOMEM;
+	}
+	while (!r && pos < size) {
+		ssize_t n = kernel_read(rf, buf + pos, size - pos, &pos);
+
+		if (n < 0)
+			r = n;
+		else if (n == 0)
+			r = -EIO;	/* shrank while the process was parked: cannot be */
+	}
+	if (!r)
+		r = c->emit->record(c->emit->wctx, STASIS_KIND_FILE_DATA, &rec, sizeof(rec), buf,
+				    size);
+	kvfree(buf);
+	if (rf != f)
+		fput(rf);
+	return r;
+}
+
 static long files_one(struct files_ctx *c, unsigned int fd, struct file *f, bool cloexec)
 {
 	struct inode *inode = file_inode(f);
 	umode_t mode = inode->i_mode;
 	unsigned long magic = f->f_path.dentry->d_sb->s_magic;
-	bool is_new;
+	bool is_new, deleted;
 	u32 file_id, plen;
 	long r;
 
@@ -163,11 +226,10 @@ static long files_one(struct files_ctx *c, unsigned int fd, struct file *f, bool
 		};
 
 		/* private_data is a pipe_inode_info only for pipefifo_fops files (not
-		 * exported): a pipefs file has them; a named FIFO must match one seen. */
-		if (magic == PIPEFS_MAGIC)
-			c->pipe_fops = f->f_op;
-		if (!pipe || f->f_op != c->pipe_fops) {
-			pr_warn("checkpoint refused: fd %u is a named FIFO (not supported yet)\n", fd);
+		 * exported): a pipefs file is one; an open named FIFO is one when its
+		 * private_data is the inode's pipe (fifo_open sets both). */
+		if (!pipe || (magic != PIPEFS_MAGIC && pipe != READ_ONCE(inode->i_pipe))) {
+			pr_warn("checkpoint refused: fd %u is a FIFO whose pipe cannot be proven\n", fd);
 			return -EOPNOTSUPP;
 		}
 		rec.pipe_id = files_id(c->pipes, &c->nr_pipes, pipe, &is_new);
@@ -210,19 +272,34 @@ static long files_one(struct files_ctx *c, unsigned int fd, struct file *f, bool
 			rec.kind = STASIS_FILE_BLOCK;
 		else
 			return -EOPNOTSUPP;
-		if (d_unlinked(f->f_path.dentry)) {
-			pr_warn("checkpoint refused: fd %u is a deleted file (its contents are not written yet)\n",
-				fd);
-			return -EOPNOTSUPP;
-		}
 		r = files_path(c, f, false, &plen);
 		if (r)
 			return r;
 		if (rec.kind == STASIS_FILE_REGULAR && !strncmp(c->path, "/memfd:", 7))
 			rec.kind = STASIS_FILE_MEMFD;
+		deleted = rec.kind == STASIS_FILE_MEMFD ||
+			  (rec.kind == STASIS_FILE_REGULAR && d_unlinked(f->f_path.dentry));
+		if (deleted) {
+			r = files_check_seals(fd, f);
+			if (r)
+				return r;
+			rec.file_flags |= STASIS_FILE_DELETED;
+			/* d_path's " (deleted)" is not part of the name. */
+			if (plen >= DELETED_SUFFIX_LEN &&
+			    !memcmp(c->path + plen - DELETED_SUFFIX_LEN, DELETED_SUFFIX,
+				    DELETED_SUFFIX_LEN))
+				plen -= DELETED_SUFFIX_LEN;
+		} else if (d_unlinked(f->f_path.dentry)) {
+			pr_warn("checkpoint refused: fd %u is a deleted file that is not a regular file\n",
+				fd);
+			return -EOPNOTSUPP;
+		}
 		rec.path_len = plen;
-		return c->emit->record(c->emit->wctx, STASIS_KIND_FD_FILE, &rec, sizeof(rec), c->path,
-				       plen);
+		r = c->emit->record(c->emit->wctx, STASIS_KIND_FD_FILE, &rec, sizeof(rec), c->path,
+				    plen);
+		if (r || !deleted || !is_new)
+			return r;
+		return files_data(c, fd, f, file_id, rec.size);
 	}
 }
 

@@ -67,6 +67,12 @@ struct stasis_fd_pipe_rec {
 	u64 ino;
 };
 
+/* FILE_DATA (emitted through record(): tail = the data, data_off filled by the core). */
+struct stasis_file_data_rec {
+	u32 file_id, _pad0;
+	u64 size, data_off;
+};
+
 struct stasis_pipe_data_rec {
 	u32 pipe_id, _pad0;
 	u64 len;
@@ -78,6 +84,9 @@ struct stasis_pipe_data_rec {
 #define STASIS_FILE_BLOCK	4
 #define STASIS_FILE_TTY		5
 #define STASIS_FILE_MEMFD	6
+
+/* stasis_fd_file_rec.file_flags */
+#define STASIS_FILE_DELETED	1
 
 int stasis_register_extension(const struct stasis_extension_ops *ops);
 void stasis_unregister_extension(const struct stasis_extension_ops *ops);

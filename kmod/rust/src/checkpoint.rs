@@ -8,7 +8,7 @@ use core::mem::size_of;
 
 use stasis_abi::zerocopy::{FromBytes, FromZeros, IntoBytes};
 use stasis_image::records::{
-    engine, kind, thread_flags, FdFileRec, FdPipeRec, PipeDataRec, vma_kind, FsRec, ItimersRec, MmRec, PageRun, ProcessRec, Rlimit,
+    engine, kind, thread_flags, FdFileRec, FdPipeRec, FileDataRec, PipeDataRec, vma_kind, FsRec, ItimersRec, MmRec, PageRun, ProcessRec, Rlimit,
     RlimitsRec, Sigaction, SigactionsRec, SigpendingRec, ThreadRec, TimerVal, UserRegs, VmaRec,
     XstateRec,
 };
@@ -299,13 +299,23 @@ unsafe extern "C" fn emit_record(
         kind::FD_FILE => FdFileRec::read_from_bytes(f).map(|r| r.path_len as usize == tlen).unwrap_or(false),
         kind::FD_PIPE => FdPipeRec::read_from_bytes(f).map(|r| r.path_len as usize == tlen).unwrap_or(false),
         kind::PIPE_DATA => PipeDataRec::read_from_bytes(f).map(|r| r.len == tlen as u64).unwrap_or(false),
+        kind::FILE_DATA => FileDataRec::read_from_bytes(f)
+            .map(|r| r.size == tlen as u64 && r.data_off == 0 && r._pad0 == 0)
+            .unwrap_or(false),
         _ => false,
     };
     if !ok {
         log(LOG_WARN, "stasis: an extension emitted a malformed record\n");
         return -EINVAL;
     }
-    match ew.w.record(k, f, &[t]) {
+    // FILE_DATA: the tail is the data, page aligned in the image (the writer sets
+    // data_off).
+    let r = if k == kind::FILE_DATA {
+        ew.w.data_record(k, f, &[], tlen as u64, [t])
+    } else {
+        ew.w.record(k, f, &[t])
+    };
+    match r {
         Ok(()) => 0,
         Err(e) => {
             ew.err = werr(e);
