@@ -199,6 +199,7 @@ rep_stasis() {
     if [ $rc -ne 0 ]; then
         fail "$tool" "$t" "$m" "$rep" checkpoint "stasis checkpoint exit $rc: $(grep -v '^$' "$W/ckpt.err" | tail -2)"
         cleanup_pids "$WPID"
+        rm -f "$I" "$I".tmp.*
         return
     fi
     [ "$STASIS_REL" = --stop ] && kill -9 "$WPID" 2>/dev/null
@@ -212,6 +213,7 @@ rep_stasis() {
     t3=$(now_us)
     if [ $rc -ne 0 ]; then
         fail "$tool" "$t" "$m" "$rep" restart "stasis restart exit $rc: $(grep -v '^$' "$W/restart.err" | tail -2)"
+        rm -f "$I" # a 1 GiB image left in the tmpfs would starve the next runs
         return
     fi
     npid=$(head -1 "$W/restart.out" | tr -dc 0-9)

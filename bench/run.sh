@@ -3,7 +3,7 @@
 #   bash bench/run.sh [--reps N] [--configs "1x64 16x64 1x1024 16x1024"] [--tools "criu stasis"]
 #                     [--out FILE] [--no-build] [--no-kernel] [-v]
 # Builds target/release/stasis (CARGO_TARGET_DIR, default /work/target-bench) and the
-# bench programs, boots ONE 4 GiB guest that runs bench/in-guest.sh, then writes the
+# bench programs, boots ONE 6 GiB guest that runs bench/in-guest.sh, then writes the
 # table with bench/report.py into bench/RESULTS.md (or --out). See bench/README.md.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -55,7 +55,7 @@ git_dirty="$(cd "$root" && git status --porcelain --untracked-files=no 2>/dev/nu
 
 echo "bench: booting the guest (share $share); progress on the guest console with -v" >&2
 set +e
-"$root/tests/guest/guest.sh" --mem 4G --timeout "$timeout" --share "$share" "${verbose[@]}" \
+"$root/tests/guest/guest.sh" --mem 6G --timeout "$timeout" --share "$share" "${verbose[@]}" \
     --env "BIN=$bin" --env "STASIS=$stasis" --env "OUT=/run/stasis-guest/results.txt" \
     --env "KMOD_DIR=/run/stasis-guest/kmod" --env "REPS=$reps" --env "CONFIGS=$configs" \
     --env "TOOLS=$tools" --env "KERNEL=$kernel" \

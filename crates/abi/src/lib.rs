@@ -216,8 +216,9 @@ pub struct RestartArgs {
 pub const RESTART_VALIDATE_ONLY: u32 = 1;
 /// All defined restart flags.
 pub const RESTART_FLAGS: u32 = RESTART_VALIDATE_ONLY;
-/// Largest image RESTART reads (it is held in kernel memory while validated).
-pub const RESTART_MAX_IMAGE: u64 = 1 << 30;
+/// Largest image RESTART reads: it is held in kernel memory (one kvmalloc, which
+/// refuses more than INT_MAX bytes) while validated and restored.
+pub const RESTART_MAX_IMAGE: u64 = (1 << 31) - 1;
 
 /// Argument of `STASIS_IOC_RESTART_THREAD`, called by each thread of the future
 /// process with all signals blocked, after it has set what ordinary system calls

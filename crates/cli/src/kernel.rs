@@ -1,6 +1,6 @@
-//! The kernel engine's client: `/dev/stasis` (stasis.ko) through the ioctl ABI
-//! of `stasis-abi`. Checkpoint only: the module has no restart yet (kernel
-//! images are restarted by the user engine, the format is shared).
+//! The kernel engine's client for checkpoints: `/dev/stasis` (stasis.ko) through
+//! the ioctl ABI of `stasis-abi`. (A kernel restart is driven by stasis-user's
+//! restart in kernel mode, `RestartOpts::kernel`.)
 //!
 //! Order of a checkpoint (same atomic output as the user engine):
 //! 1. VERSION: ABI version and struct size must match ours (else exit 4); the
