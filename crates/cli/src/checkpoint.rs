@@ -126,14 +126,14 @@ pub fn run(args: &CheckpointArgs, quiet: bool) -> Result<()> {
             format!("the image is safely written, but releasing PID {pid} failed")
         })?;
         if !quiet {
-            eprintln!(
+            crate::util::say(format_args!(
                 "checkpointed {pid} (kernel engine): {} thread{}, {} MiB of pages, image {} MiB, frozen {} ms",
                 stats.threads,
                 if stats.threads == 1 { "" } else { "s" },
                 mib(stats.page_bytes),
                 mib(stats.image_bytes),
                 stats.frozen.as_millis()
-            );
+            ));
         }
         return Ok(());
     }
@@ -146,14 +146,14 @@ pub fn run(args: &CheckpointArgs, quiet: bool) -> Result<()> {
     bar.finish();
 
     if !quiet {
-        eprintln!(
+        crate::util::say(format_args!(
             "checkpointed {pid}: {} thread{}, {} MiB of pages, image {} MiB, frozen {} ms",
             stats.threads,
             if stats.threads == 1 { "" } else { "s" },
             mib(stats.page_bytes),
             mib(image_bytes),
             frozen_for.as_millis()
-        );
+        ));
     }
     Ok(())
 }

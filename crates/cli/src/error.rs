@@ -323,9 +323,9 @@ pub fn one_line(err: &anyhow::Error) -> String {
 /// Print the error (one line) and its hint.
 pub fn report(err: &anyhow::Error) {
     let msg = one_line(err);
-    eprintln!("stasis: error: {msg}");
+    crate::util::say(format_args!("stasis: error: {msg}"));
     if let Some(h) = hint(err) {
-        eprintln!("hint: {h}");
+        crate::util::say(format_args!("hint: {h}"));
     }
 }
 

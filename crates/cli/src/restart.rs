@@ -66,7 +66,11 @@ pub fn run(args: &RestartArgs, quiet: bool) -> Result<u8> {
     bar.finish();
     Ok(match outcome {
         RestartOutcome::Detached { pid } => {
-            println!("{pid}");
+            // The process runs on either way; a caller that reads the PID must
+            // learn that it did not get it.
+            writeln!(std::io::stdout(), "{pid}").with_context(|| {
+                format!("restored PID {pid} (it runs), but could not print its PID")
+            })?;
             0
         }
         RestartOutcome::Exited {

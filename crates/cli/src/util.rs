@@ -59,3 +59,10 @@ mod tests {
         assert_eq!(cstr(b"abcdef"), "abcdef");
     }
 }
+
+/// One line on stderr, best effort: unlike `eprintln!`, a stderr that cannot be
+/// written (closed, a full disk) is no reason to panic.
+pub fn say(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{args}");
+}
