@@ -299,7 +299,38 @@ struct stasis_freeze {
 struct stasis_session {
 	struct mutex lock;
 	struct stasis_freeze *fz;	/* non-NULL while a freeze holds threads */
+	void *kept;			/* a validated image (RESTART_KEEP), Rust's */
 };
+
+/* Rust (rust/src/restart.rs): frees a kept image. */
+void stasis_rs_kept_free(void *kept);
+
+/* Takes the session's kept image (NULL if none). */
+void *stasis_session_take_kept(void *sp)
+{
+	struct stasis_session *s = sp;
+	void *k;
+
+	mutex_lock(&s->lock);
+	k = s->kept;
+	s->kept = NULL;
+	mutex_unlock(&s->lock);
+	return k;
+}
+
+/* Keeps @k in the session, freeing the one kept before. */
+void stasis_session_keep(void *sp, void *k)
+{
+	struct stasis_session *s = sp;
+	void *old;
+
+	mutex_lock(&s->lock);
+	old = s->kept;
+	s->kept = k;
+	mutex_unlock(&s->lock);
+	if (old)
+		stasis_rs_kept_free(old);
+}
 
 static void stasis_freeze_free(struct kref *ref)
 {
@@ -1227,6 +1258,8 @@ static int stasis_release(struct inode *inode, struct file *file)
 	if (s->fz)
 		stasis_thaw(s);
 	mutex_unlock(&s->lock);
+	if (s->kept)
+		stasis_rs_kept_free(s->kept);
 	mutex_destroy(&s->lock);
 	stasis_kfree(s);
 	return 0;

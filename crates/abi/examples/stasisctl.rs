@@ -483,6 +483,16 @@ fn cmd_restart_abuse() -> Result<(), String> {
             ioc(d, IOC_RESTART, &mut a as *mut _ as *mut u8)
         }, 22),
         ("no pid without VALIDATE_ONLY", call(empty_r.as_raw_fd(), 0, false), 22),
+        ("KEEP without VALIDATE_ONLY", call(empty_r.as_raw_fd(), RESTART_KEEP, false), 22),
+        ("KEPT with VALIDATE_ONLY", call(-1, RESTART_KEPT | RESTART_VALIDATE_ONLY, false), 22),
+        ("KEPT with an fd", {
+            let mut a = RestartArgs { fd: empty_r.as_raw_fd(), flags: RESTART_KEPT, pid: 1, ..RestartArgs::new_zeroed() };
+            ioc(d, IOC_RESTART, &mut a as *mut _ as *mut u8)
+        }, 22),
+        ("KEPT with nothing kept", {
+            let mut a = RestartArgs { fd: -1, flags: RESTART_KEPT, pid: 1, ..RestartArgs::new_zeroed() };
+            ioc(d, IOC_RESTART, &mut a as *mut _ as *mut u8)
+        }, 22),
         ("RESTART_THREAD bad flags", rt(d, RestartThreadArgs { flags: 1, ..RestartThreadArgs::new_zeroed() }), 22),
         ("RESTART_THREAD too many fds", rt(d, RestartThreadArgs { nr_map_fds: RESTART_MAX_FDS + 1, ..RestartThreadArgs::new_zeroed() }), 22),
         ("RESTART_THREAD bad map_fds pointer", rt(d, RestartThreadArgs { nr_map_fds: 4, map_fds: 16, ..RestartThreadArgs::new_zeroed() }), 14),

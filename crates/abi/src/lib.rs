@@ -214,8 +214,15 @@ pub struct RestartArgs {
 
 /// Only validate the image (against this machine) and report its counts.
 pub const RESTART_VALIDATE_ONLY: u32 = 1;
+/// With [`RESTART_VALIDATE_ONLY`]: keep the loaded, validated image in this open file
+/// of /dev/stasis (replacing one kept before), for a later [`RESTART_KEPT`]. Freed
+/// when the file is closed.
+pub const RESTART_KEEP: u32 = 2;
+/// Restart from the image a [`RESTART_KEEP`] validation left in this open file
+/// (`fd` must be -1; EINVAL when none is kept). The image is read and validated once.
+pub const RESTART_KEPT: u32 = 4;
 /// All defined restart flags.
-pub const RESTART_FLAGS: u32 = RESTART_VALIDATE_ONLY;
+pub const RESTART_FLAGS: u32 = RESTART_VALIDATE_ONLY | RESTART_KEEP | RESTART_KEPT;
 /// Largest image RESTART reads: it is held in kernel memory (one kvmalloc, which
 /// refuses more than INT_MAX bytes) while validated and restored.
 pub const RESTART_MAX_IMAGE: u64 = (1 << 31) - 1;

@@ -149,7 +149,7 @@ pub unsafe extern "C" fn stasis_rs_ioctl(sess: *mut c_void, cmd: u32, buf: *mut 
         IOC_VERSION => version(buf),
         IOC_FREEZE => freeze(sess, buf),
         IOC_CHECKPOINT => checkpoint(sess, buf),
-        IOC_RESTART => restart::restart(buf),
+        IOC_RESTART => restart::restart(sess, buf),
         // SAFETY: sess comes from the shim.
         IOC_THAW => unsafe { stasis_thaw(sess) },
         _ => -ENOTTY,

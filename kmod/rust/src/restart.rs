@@ -19,7 +19,9 @@ use core::ffi::c_void;
 
 use alloc::vec::Vec;
 use stasis_abi::zerocopy::{FromBytes, IntoBytes};
-use stasis_abi::{MapFd, RestartArgs, RESTART_FLAGS, RESTART_MAX_IMAGE, RESTART_VALIDATE_ONLY};
+use stasis_abi::{
+    MapFd, RestartArgs, RESTART_FLAGS, RESTART_KEEP, RESTART_KEPT, RESTART_MAX_IMAGE, RESTART_VALIDATE_ONLY,
+};
 use stasis_image::records::{vma_flags, vma_kind};
 use stasis_image::{Extension, ParseOptions, ProcessImage};
 
@@ -80,6 +82,8 @@ extern "C" {
     fn stasis_mm_map(file: *mut c_void, start: u64, len: u64, prot: u32, flags: u32, off: u64) -> i64;
     fn stasis_mm_vma_flags(start: u64, end: u64, flags: u32) -> i64;
     fn stasis_mm_fill(addr: u64, src: *const u8, len: u64, force: u32) -> i64;
+    fn stasis_session_take_kept(sess: *mut c_void) -> *mut c_void;
+    fn stasis_session_keep(sess: *mut c_void, k: *mut c_void);
 }
 
 /// One VMA to map.
@@ -354,12 +358,89 @@ const SUPPORTED: &[Extension] = &[Extension::Core, Extension::Files];
 const DEFAULT_CLAIM_MS: u32 = 10_000;
 const MAX_CLAIM_MS: u32 = 600_000;
 
+/// A validated image kept in a /dev/stasis session between RESTART_KEEP and
+/// RESTART_KEPT: the loaded bytes, the plan built from them, their counts.
+pub(crate) struct Kept {
+    img: Loaded,
+    plan: Plan,
+    counts: (u64, u64, u32, u32),
+}
+
+/// Moves `k` to the heap (fallibly: no allocation-failure panic path) and returns
+/// the raw pointer the session keeps.
+fn kept_into_raw(k: Kept) -> Result<*mut c_void, i64> {
+    let mut v: Vec<Kept> = try_vec(1)?;
+    put(&mut v, k)?;
+    let mut v = core::mem::ManuallyDrop::new(v);
+    Ok(v.as_mut_ptr() as *mut c_void)
+}
+
+/// Takes back what [`kept_into_raw`] returned.
+///
+/// # Safety
+/// `p` came from `kept_into_raw` and is not used again.
+unsafe fn kept_from_raw(p: *mut c_void) -> Kept {
+    // SAFETY: p is the buffer of a Vec of length and capacity 1 leaked by kept_into_raw.
+    let mut v = unsafe { Vec::from_raw_parts(p as *mut Kept, 1, 1) };
+    match v.pop() {
+        Some(k) => k,
+        // SAFETY: the Vec has length 1.
+        None => unsafe { core::hint::unreachable_unchecked() },
+    }
+}
+
+/// Frees a kept image (the session is closed, or replaced it).
+///
+/// # Safety
+/// `p` came from the session (kept_into_raw) and is not used again.
+#[no_mangle]
+pub unsafe extern "C" fn stasis_rs_kept_free(p: *mut c_void) {
+    if !p.is_null() {
+        // SAFETY: as the contract says.
+        drop(unsafe { kept_from_raw(p) });
+    }
+}
+
+/// Loads and validates the image behind `fd` (and builds its plan when `want_plan`).
+fn load(fd: i32, want_plan: bool) -> Result<Kept, i64> {
+    let mut ptr: *mut u8 = core::ptr::null_mut();
+    let mut len: u64 = 0;
+    // SAFETY: the shim writes the two out-parameters.
+    let r = unsafe { stasis_image_load(fd, RESTART_MAX_IMAGE, &mut ptr, &mut len) };
+    if r < 0 {
+        return Err(r);
+    }
+    let Ok(len) = usize::try_from(len) else {
+        // SAFETY: ptr came from stasis_image_load.
+        unsafe { stasis_image_free(ptr) };
+        return Err(-EINVAL);
+    };
+    let img = Loaded { ptr, len };
+    let mut v = Validate { bytes: img.bytes(), pages: 0, threads: 0, vmas: 0, want_plan, plan: None };
+    // SAFETY: validate_cb gets &mut v, used only during the call.
+    let r = unsafe { stasis_on_big_stack(validate_cb, &mut v as *mut Validate<'_> as *mut c_void) };
+    if r < 0 {
+        return Err(r);
+    }
+    let counts = (img.len as u64, v.pages, v.threads, v.vmas);
+    let plan = match v.plan.take() {
+        Some(p) => p,
+        None => Plan { vmas: Vec::new(), runs: Vec::new(), threads: Vec::new(), vvar: (0, 0), vdso: (0, 0) },
+    };
+    Ok(Kept { img, plan, counts })
+}
+
 #[inline(never)]
-pub(crate) fn restart(buf: &mut [u8]) -> i64 {
+pub(crate) fn restart(sess: *mut c_void, buf: &mut [u8]) -> i64 {
     let Ok(a) = RestartArgs::mut_from_bytes(buf) else { return -EINVAL };
     let validate_only = a.flags & RESTART_VALIDATE_ONLY != 0;
+    let keep = a.flags & RESTART_KEEP != 0;
+    let kept = a.flags & RESTART_KEPT != 0;
     if a.flags & !RESTART_FLAGS != 0
-        || a.fd < 0
+        || (keep && !validate_only)
+        || (kept && validate_only)
+        || (kept && a.fd != -1)
+        || (!kept && a.fd < 0)
         || (validate_only && a.pid != 0)
         || (!validate_only && a.pid <= 0)
         || a.bytes != 0
@@ -369,33 +450,32 @@ pub(crate) fn restart(buf: &mut [u8]) -> i64 {
     {
         return -EINVAL;
     }
-    let mut ptr: *mut u8 = core::ptr::null_mut();
-    let mut len: u64 = 0;
-    // SAFETY: the shim writes the two out-parameters.
-    let r = unsafe { stasis_image_load(a.fd, RESTART_MAX_IMAGE, &mut ptr, &mut len) };
-    if r < 0 {
-        return r;
-    }
-    let Ok(len) = usize::try_from(len) else {
-        // SAFETY: ptr came from stasis_image_load.
-        unsafe { stasis_image_free(ptr) };
-        return -EINVAL;
+    let k = if kept {
+        // SAFETY: sess is the shim's session.
+        let p = unsafe { stasis_session_take_kept(sess) };
+        if p.is_null() {
+            return -EINVAL;
+        }
+        // SAFETY: the session held it; it is ours now.
+        unsafe { kept_from_raw(p) }
+    } else {
+        match load(a.fd, !validate_only || keep) {
+            Ok(k) => k,
+            Err(e) => return e,
+        }
     };
-    let img = Loaded { ptr, len };
-    let mut v = Validate { bytes: img.bytes(), pages: 0, threads: 0, vmas: 0, want_plan: !validate_only, plan: None };
-    // SAFETY: validate_cb gets &mut v, used only during the call.
-    let r = unsafe { stasis_on_big_stack(validate_cb, &mut v as *mut Validate<'_> as *mut c_void) };
-    if r < 0 {
-        return r;
-    }
-    a.bytes = img.len as u64;
-    a.pages = v.pages;
-    a.nr_threads = v.threads;
-    a.nr_vmas = v.vmas;
+    (a.bytes, a.pages, a.nr_threads, a.nr_vmas) = k.counts;
     if validate_only {
+        if keep {
+            match kept_into_raw(k) {
+                // SAFETY: sess is the shim's session; it owns p from now on.
+                Ok(p) => unsafe { stasis_session_keep(sess, p) },
+                Err(e) => return e,
+            }
+        }
         return 0;
     }
-    let Some(plan) = v.plan.take() else { return -EINVAL };
+    let plan = &k.plan;
     let timeout = match a.timeout_ms {
         0 => DEFAULT_CLAIM_MS,
         t => t.min(MAX_CLAIM_MS),
@@ -408,7 +488,7 @@ pub(crate) fn restart(buf: &mut [u8]) -> i64 {
         return r;
     }
     let claim = Claim(g);
-    let bytes = img.bytes();
+    let bytes = k.img.bytes();
     for t in plan.threads.iter() {
         let xs = match bytes.get(t.xoff..t.xoff.saturating_add(t.xlen as usize)) {
             Some(x) => x,
@@ -421,7 +501,7 @@ pub(crate) fn restart(buf: &mut [u8]) -> i64 {
             return refuse("stasis: restart refused: a parked thread is missing or its XSAVE state was rejected\n", r);
         }
     }
-    let job = Job { plan: &plan, bytes };
+    let job = Job { plan, bytes };
     // SAFETY: the shim hands &job to the leader and returns only after the job ended.
     unsafe { stasis_rg_run(claim.0, &job as *const Job<'_> as *mut c_void) }
 }

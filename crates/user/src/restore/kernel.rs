@@ -3,13 +3,15 @@
 //!
 //! 1. [`Device::open`]: open /dev/stasis, check its ABI version, and let the
 //!    module validate the whole image against this machine
-//!    (`RESTART_VALIDATE_ONLY`) before anything is forked.
+//!    (`RESTART_VALIDATE_ONLY | RESTART_KEEP`) before anything is forked; the
+//!    module keeps the validated image in our open file.
 //! 2. The child and the restorer run as in user mode, except that the
 //!    restorer leaves memory to the module: every thread parks in
 //!    `STASIS_IOC_RESTART_THREAD` (the leader last, with the fds to map and
 //!    to close) after the leader sent [`super::abi::STATUS_PARKING`].
-//! 3. [`Device::restart`]: `STASIS_IOC_RESTART` for the future process; on
-//!    success every thread runs in its checkpointed context.
+//! 3. [`Device::restart`]: `STASIS_IOC_RESTART` with `RESTART_KEPT` for the
+//!    future process (the image is not read again); on success every thread
+//!    runs in its checkpointed context.
 //!
 //! The restorer cannot depend on stasis-abi: its copies of the ioctl number
 //! and the structs it passes are checked against stasis-abi here.
@@ -20,7 +22,8 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 
 use stasis_abi::{
-    RestartArgs, VersionInfo, ABI_VERSION, DEVICE_PATH, IOC_RESTART, IOC_VERSION, RESTART_VALIDATE_ONLY,
+    RestartArgs, VersionInfo, ABI_VERSION, DEVICE_PATH, IOC_RESTART, IOC_VERSION, RESTART_KEEP, RESTART_KEPT,
+    RESTART_VALIDATE_ONLY,
 };
 
 use super::abi;
@@ -112,17 +115,23 @@ impl Device {
         self.fd.as_raw_fd()
     }
 
-    /// Let the module validate the whole image against this machine.
+    /// Let the module validate the whole image against this machine, and keep it
+    /// (in this open file) for [`Device::restart`]: it is read and checked once.
     pub(super) fn validate(&self, image: &File) -> Result<RestartArgs, RestoreError> {
-        let mut a = RestartArgs { fd: image.as_raw_fd(), flags: RESTART_VALIDATE_ONLY, pid: 0, ..RestartArgs::default() };
+        let mut a = RestartArgs {
+            fd: image.as_raw_fd(),
+            flags: RESTART_VALIDATE_ONLY | RESTART_KEEP,
+            pid: 0,
+            ..RestartArgs::default()
+        };
         ioctl(self.raw(), IOC_RESTART, &mut a as *mut RestartArgs as *mut u8).map_err(refused)?;
         Ok(a)
     }
 
-    /// Restart the image into the threads of `pid` (our view of the future
-    /// process), which are parked in `STASIS_IOC_RESTART_THREAD`.
-    pub(super) fn restart(&self, image: &File, pid: i32) -> Result<RestartArgs, RestoreError> {
-        let mut a = RestartArgs { fd: image.as_raw_fd(), flags: 0, pid, timeout_ms: 0, ..RestartArgs::default() };
+    /// Restart the image [`Device::validate`] kept into the threads of `pid` (our
+    /// view of the future process), which are parked in `STASIS_IOC_RESTART_THREAD`.
+    pub(super) fn restart(&self, _image: &File, pid: i32) -> Result<RestartArgs, RestoreError> {
+        let mut a = RestartArgs { fd: -1, flags: RESTART_KEPT, pid, timeout_ms: 0, ..RestartArgs::default() };
         ioctl(self.raw(), IOC_RESTART, &mut a as *mut RestartArgs as *mut u8).map_err(|errno| {
             let what = match errno {
                 libc::EINVAL | libc::EOPNOTSUPP | libc::EFBIG => "the kernel module refused the image",
