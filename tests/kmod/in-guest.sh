@@ -354,6 +354,8 @@ if [ -x "${STASIS:-}" ]; then
             fail "stasis restart --engine kernel --detach"; cat $D/det.err
         fi
     fi
+    # --pidns: the same image inside a new PID namespace (its PID may be in use here).
+    [ -f $D/counters.k.img ] && restart_check counters $D/counters.k.img kernel "counters: kernel restart with --pidns" --pidns
     # A PID in use: a clear error, nothing restarted.
     if start_wl counters; then
         p=$WPID
