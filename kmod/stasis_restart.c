@@ -107,6 +107,14 @@ static LIST_HEAD(stasis_rgroups);
 static DECLARE_WAIT_QUEUE_HEAD(stasis_rg_wq);	/* registrations, for claimers */
 static unsigned long stasis_rg_seq;		/* bumped on every registration */
 
+static void stasis_rt_free(struct stasis_rthread *t)
+{
+	put_task_struct(t->task);
+	stasis_kvfree(t->map_fds);
+	stasis_kvfree(t->close_fds);
+	stasis_kfree(t);
+}
+
 /* Called with stasis_rg_lock held (kref_put_mutex). */
 static void stasis_rg_free(struct kref *ref)
 {
@@ -115,12 +123,8 @@ static void stasis_rg_free(struct kref *ref)
 
 	list_del(&g->node);
 	mutex_unlock(&stasis_rg_lock);
-	list_for_each_entry_safe(t, n, &g->threads, node) {
-		put_task_struct(t->task);
-		stasis_kvfree(t->map_fds);
-		stasis_kvfree(t->close_fds);
-		stasis_kfree(t);
-	}
+	list_for_each_entry_safe(t, n, &g->threads, node)
+		stasis_rt_free(t);
 	put_pid(g->tgid);
 	stasis_kfree(g);
 }
@@ -177,13 +181,6 @@ static long stasis_rt_copy_fds(struct stasis_rthread *t, const struct stasis_rt_
 	return 0;
 }
 
-static void stasis_rt_free(struct stasis_rthread *t)
-{
-	put_task_struct(t->task);
-	stasis_kvfree(t->map_fds);
-	stasis_kvfree(t->close_fds);
-	stasis_kfree(t);
-}
 
 /* Registers current in its group (created on first use). */
 static struct stasis_rgroup *stasis_rt_register(struct stasis_rthread *t)

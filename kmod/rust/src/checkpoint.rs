@@ -87,7 +87,8 @@ fn werr(e: WriteError<i64>) -> i64 {
     }
 }
 
-fn try_vec<T>(n: usize) -> Result<Vec<T>, i64> {
+/// An empty Vec with room for `n`, reserved fallibly.
+pub(crate) fn try_vec<T>(n: usize) -> Result<Vec<T>, i64> {
     let mut v = Vec::new();
     v.try_reserve_exact(n).map_err(|_| -ENOMEM)?;
     Ok(v)

@@ -25,6 +25,7 @@ use stasis_abi::{
 use stasis_image::records::{vma_flags, vma_kind};
 use stasis_image::{Extension, ParseOptions, ProcessImage};
 
+use crate::checkpoint::{push, try_vec};
 use crate::{log, LOG_WARN, MAX_THREADS};
 
 const EBADF: i64 = 9;
@@ -182,21 +183,6 @@ fn refuse(msg: &str, err: i64) -> i64 {
     err
 }
 
-fn try_vec<T>(n: usize) -> Result<Vec<T>, i64> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(n).map_err(|_| -ENOMEM)?;
-    Ok(v)
-}
-
-/// Pushes into reserved capacity (never reallocates: the capacity was reserved for
-/// every element pushed).
-fn put<T>(v: &mut Vec<T>, x: T) -> Result<(), i64> {
-    if v.len() == v.capacity() {
-        return Err(-ENOMEM);
-    }
-    v.push(x);
-    Ok(())
-}
 
 #[inline(never)]
 fn build_plan(pi: &ProcessImage<'_>, bytes: &[u8]) -> Result<Plan, i64> {
@@ -239,7 +225,7 @@ fn build_plan(pi: &ProcessImage<'_>, bytes: &[u8]) -> Result<Plan, i64> {
         if r.end > task_size || r.prot & !7 != 0 {
             return Err(refuse("stasis: restart refused: a VMA lies outside the user address space\n", -EOPNOTSUPP));
         }
-        put(&mut plan.vmas, PVma { start: r.start, end: r.end, offset: r.offset, prot: r.prot, flags: r.flags, kind: r.kind })?;
+        push(&mut plan.vmas, PVma { start: r.start, end: r.end, offset: r.offset, prot: r.prot, flags: r.flags, kind: r.kind })?;
     }
 
     let nruns = pi.pages.iter().fold(0usize, |s, p| s.saturating_add(p.runs.len()));
@@ -267,7 +253,7 @@ fn build_plan(pi: &ProcessImage<'_>, bytes: &[u8]) -> Result<Plan, i64> {
             if run.addr < v.start || end > v.end || dend > bytes.len() {
                 return Err(refuse("stasis: restart refused: page run outside its VMA or the image\n", -EINVAL));
             }
-            put(&mut plan.runs, PRun { addr: run.addr, len, data_off: off, force })?;
+            push(&mut plan.runs, PRun { addr: run.addr, len, data_off: off, force })?;
             off = dend;
         }
     }
@@ -312,7 +298,7 @@ fn build_plan(pi: &ProcessImage<'_>, bytes: &[u8]) -> Result<Plan, i64> {
         if xoff.checked_add(xlen as usize).is_none_or(|e| e > bytes.len()) {
             return Err(-EINVAL);
         }
-        put(&mut plan.threads, PThread { tid: r.tid, st, xoff, xlen })?;
+        push(&mut plan.threads, PThread { tid: r.tid, st, xoff, xlen })?;
     }
     Ok(plan)
 }
@@ -370,7 +356,7 @@ pub(crate) struct Kept {
 /// the raw pointer the session keeps.
 fn kept_into_raw(k: Kept) -> Result<*mut c_void, i64> {
     let mut v: Vec<Kept> = try_vec(1)?;
-    put(&mut v, k)?;
+    push(&mut v, k)?;
     let mut v = core::mem::ManuallyDrop::new(v);
     Ok(v.as_mut_ptr() as *mut c_void)
 }
@@ -574,7 +560,7 @@ fn run_job(job: &Job<'_>, fds: &[MapFd], past: &mut u32) -> i64 {
             (true, None) if needs => return refuse("stasis: restart refused: no fd for a file mapping\n", -EBADF),
             _ => core::ptr::null_mut(),
         };
-        if put(&mut files.0, f).is_err() {
+        if push(&mut files.0, f).is_err() {
             // SAFETY: not stored: release it here.
             unsafe { stasis_mm_fput(f) };
             return -ENOMEM;
