@@ -337,19 +337,7 @@ fn cmd_abuse() -> Result<(), String> {
     checks.push(("thaw unfrozen", ioc(fd, IOC_THAW, std::ptr::null_mut()), 22));
     let _ = child.kill();
     let _ = child.wait();
-    let mut bad = 0;
-    for (name, got, want) in &checks {
-        let ok = *got == Err(*want);
-        println!("  {name:<20} {got:?} want Err({want}){}", if ok { "" } else { "  <-- WRONG" });
-        if !ok {
-            bad += 1;
-        }
-    }
-    if bad > 0 {
-        return Err(format!("{bad} abuse checks failed"));
-    }
-    println!("abuse: ok");
-    Ok(())
+    report_errnos("abuse", &checks)
 }
 
 /// /proc/self/maps into a buffer allocated once (reading must not change the map).
@@ -502,18 +490,24 @@ fn cmd_restart_abuse() -> Result<(), String> {
         ("RESTART_THREAD NULL arg", ioc(d, IOC_RESTART_THREAD, std::ptr::null_mut()), 14),
     ];
     let _ = std::fs::remove_file(&tmp);
+    report_errnos("restart-abuse", &checks)
+}
+
+/// Prints each (what, result, wanted errno) check; fails if any call did not fail
+/// with exactly its errno.
+fn report_errnos(name: &str, checks: &[(&str, Result<i32, i32>, i32)]) -> Result<(), String> {
     let mut bad = 0;
-    for (what, r, want) in &checks {
-        let ok = *r == Err(*want);
-        println!("{} restart-abuse {what}: {r:?} (want errno {want})", if ok { "ok " } else { "BAD" });
+    for (what, got, want) in checks {
+        let ok = *got == Err(*want);
+        println!("{} {name} {what}: {got:?} (want errno {want})", if ok { "ok " } else { "BAD" });
         if !ok {
             bad += 1;
         }
     }
     if bad > 0 {
-        return Err(format!("{bad} restart-abuse checks failed"));
+        return Err(format!("{bad} {name} checks failed"));
     }
-    println!("restart-abuse: ok");
+    println!("{name}: ok");
     Ok(())
 }
 

@@ -180,6 +180,20 @@ impl TempImage {
     }
 }
 
+/// Make a finished image durable: commit the temporary file, or, when the image
+/// went to standard output, fsync that (a regular file; pipes cannot be fsynced).
+pub fn finish(temp: Option<TempImage>, file: File) -> Result<()> {
+    match temp {
+        Some(t) => t.commit(file),
+        None => match file.sync_all() {
+            Err(e) if e.raw_os_error() != Some(libc::EINVAL) => {
+                Err(e).context("cannot fsync standard output")
+            }
+            _ => Ok(()),
+        },
+    }
+}
+
 impl Drop for TempImage {
     fn drop(&mut self) {
         if !self.done {

@@ -201,17 +201,7 @@ fn write_image(
     }
     let image_bytes = counting.bytes;
     let file = counting.inner;
-    match temp {
-        Some(t) => t.commit(file)?,
-        None => {
-            // Durable too when stdout is a regular file; pipes cannot be fsynced.
-            if let Err(e) = file.sync_all() {
-                if e.raw_os_error() != Some(libc::EINVAL) {
-                    return Err(e).context("cannot fsync standard output");
-                }
-            }
-        }
-    }
+    crate::atomic::finish(temp, file)?;
     let frozen_for = stats.frozen + written.elapsed();
     Ok((frozen, stats, image_bytes, frozen_for))
 }

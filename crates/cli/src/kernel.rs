@@ -175,17 +175,7 @@ pub fn write_image(
         return Err(CliError::Interrupted(sig).into());
     }
     let held = r?;
-    match temp {
-        Some(t) => t.commit(file)?,
-        None => {
-            // Durable too when stdout is a regular file; pipes cannot be fsynced.
-            if let Err(e) = file.sync_all() {
-                if e.raw_os_error() != Some(libc::EINVAL) {
-                    return Err(e).context("cannot fsync standard output");
-                }
-            }
-        }
-    }
+    crate::atomic::finish(temp, file)?;
     let a = &held.args;
     let stats = CheckpointStats {
         threads: a.nr_threads as usize,
