@@ -92,6 +92,7 @@ mod reader;
 pub mod records;
 mod util;
 mod writer;
+pub mod x86;
 
 #[cfg(test)]
 mod tests;

@@ -18,6 +18,7 @@ pub fn kind_name(k: u32) -> &'static str {
         kind::FS => "FS",
         kind::ITIMERS => "ITIMERS",
         kind::POSIX_TIMER => "POSIX_TIMER",
+        kind::CPU => "CPU",
         kind::END => "END",
         kind::FD_FILE => "FD_FILE",
         kind::FILE_DATA => "FILE_DATA",
@@ -40,7 +41,7 @@ pub fn is_known_kind(k: u32) -> bool {
 }
 
 /// Every kind this crate knows, in numeric order.
-pub const ALL_KINDS: [u32; 24] = [
+pub const ALL_KINDS: [u32; 25] = [
     kind::PROCESS,
     kind::MM,
     kind::VMA,
@@ -53,6 +54,7 @@ pub const ALL_KINDS: [u32; 24] = [
     kind::FS,
     kind::ITIMERS,
     kind::POSIX_TIMER,
+    kind::CPU,
     kind::END,
     kind::FD_FILE,
     kind::FILE_DATA,

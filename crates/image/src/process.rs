@@ -12,7 +12,7 @@ use crate::reader::{Image, ParseOptions, RecordRef};
 use crate::records::{
     file_flags, file_kind, kind, thread_flags, vma_flags, vma_kind, EpollRec, EpollTarget,
     EventfdRec, Extension, FdFileRec, FdPipeRec, FileDataRec, FsRec, ItimersRec, MmRec, PageRun,
-    PagesRec, PipeDataRec, PosixTimerRec, ProcessRec, RlimitsRec, SigactionsRec, Siginfo,
+    PagesRec, PipeDataRec, CpuRec, PosixTimerRec, ProcessRec, RlimitsRec, SigactionsRec, Siginfo,
     SignalfdRec, SigpendingRec, SocketRec, SysvShmRec, TaskTreeRec, ThreadRec, TimerfdRec,
     TreeEntry, VmaRec, XstateRec,
 };
@@ -131,6 +131,10 @@ pub struct ProcessImage<'a> {
     pub itimers: ItimersRec,
     /// POSIX timers in file order.
     pub posix_timers: Vec<PosixTimerRec>,
+    /// The checkpointing CPU (CPU record), absent in images written before it
+    /// existed: then only the XSAVE features in use can be checked, and the
+    /// areas are taken to be laid out as on the restarting CPU.
+    pub cpu: Option<CpuRec>,
     /// FD_FILE records (with FILE_DATA attached).
     pub files: Vec<FdFileView<'a>>,
     /// FD_PIPE records.
@@ -389,6 +393,7 @@ impl<'a> ProcessImage<'a> {
         let mut xstates: Vec<(u32, XstateView<'a>, Ctx)> = Vec::new();
         let mut pendings: Vec<(u32, Vec<Siginfo>, Ctx)> = Vec::new();
         let mut posix_timers: Vec<PosixTimerRec> = Vec::new();
+        let mut cpu: Option<CpuRec> = None;
         let mut timer_ids: Vec<(u64, usize, Ctx)> = Vec::new();
         let mut files: Vec<FdFileView<'a>> = Vec::new();
         let mut file_recs: Vec<usize> = Vec::new();
@@ -667,6 +672,12 @@ impl<'a> ProcessImage<'a> {
                     once(itimers.is_some())?;
                     itimers = Some(exact(p, c)?);
                 }
+                kind::CPU => {
+                    once(cpu.is_some())?;
+                    let rec: CpuRec = exact(p, c)?;
+                    check_cpu(&rec, c)?;
+                    cpu = Some(rec);
+                }
                 kind::POSIX_TIMER => {
                     let rec: PosixTimerRec = exact(p, c)?;
                     push(&mut timer_ids, (u64::from(rec.id), c.index, c), c.offset)?;
@@ -870,6 +881,7 @@ impl<'a> ProcessImage<'a> {
             fs,
             itimers,
             posix_timers,
+            cpu,
             files,
             pipes,
             pipe_data,
@@ -928,4 +940,34 @@ fn check_other(r: &RecordRef<'_>, ps: u64, c: Ctx) -> Result<Option<u32>, ImageE
         }
         _ => Ok(None),
     }
+}
+
+/// A CPU record's XSAVE layout must be one an area can be laid out by: the
+/// legacy components where FXSAVE puts them, every other component present
+/// inside the largest area accepted and after the header, and a place for
+/// every component XCR0 enables.
+fn check_cpu(rec: &CpuRec, c: Ctx) -> Result<(), ImageError> {
+    use crate::x86::xsave::{Layout, COMPONENTS, MAX_SIZE, MIN_SIZE};
+    let legacy = Layout::legacy();
+    if rec.xsave_offset.get(..2) != legacy.offset.get(..2) || rec.xsave_size.get(..2) != legacy.size.get(..2) {
+        return Err(c.bad("CPU: x87/SSE are not at their FXSAVE places"));
+    }
+    for bit in 2..COMPONENTS {
+        let off = u64::from(rec.xsave_offset.get(bit).copied().unwrap_or(0));
+        let size = u64::from(rec.xsave_size.get(bit).copied().unwrap_or(0));
+        let enabled = rec.xcr0 & (1u64 << bit) != 0;
+        if size == 0 {
+            if enabled {
+                return Err(c.bad("CPU: an XSAVE component XCR0 enables has no place"));
+            }
+            continue;
+        }
+        if off < to_u64(MIN_SIZE) || off.saturating_add(size) > to_u64(MAX_SIZE) {
+            return Err(c.range("CPU: an XSAVE component lies outside the area"));
+        }
+    }
+    if rec.xcr0 != 0 && rec.xcr0 & 3 != 3 {
+        return Err(c.bad("CPU: XCR0 without x87 and SSE"));
+    }
+    Ok(())
 }

@@ -97,6 +97,9 @@ pub mod kind {
     pub const ITIMERS: u32 = 0x0000_000b;
     /// [`super::PosixTimerRec`].
     pub const POSIX_TIMER: u32 = 0x0000_000c;
+    /// [`super::CpuRec`]: the checkpointing CPU. Written OPTIONAL (added in
+    /// version 1 after the first images).
+    pub const CPU: u32 = 0x0000_000d;
     /// [`super::EndRec`]. Always the last record.
     pub const END: u32 = 0x0000_ffff;
 
@@ -371,6 +374,28 @@ record_struct! {
         pub xstate_bv: u64,
         /// XCR0 of the checkpointing CPU: the features the area may hold.
         pub xcr0: u64,
+    }
+}
+
+record_struct! {
+    /// CPU: the checkpointing CPU, as user code saw it. `features` holds
+    /// CPUID output words (see [`crate::x86::cpu::word`]); `xsave_offset` and
+    /// `xsave_size` give, for each XSAVE component bit, where it sits in
+    /// that CPU's standard-format area (0/0 for a component it lacks). The
+    /// XSTATE areas of the image are laid out that way.
+    pub struct CpuRec {
+        /// CPUID.0 vendor string (EBX, EDX, ECX).
+        pub vendor: [u8; 12],
+        /// CPUID.1:EAX (family, model, stepping).
+        pub signature: u32,
+        /// XCR0 (0: no XSAVE; the XSTATE areas then hold FXSAVE state).
+        pub xcr0: u64,
+        /// CPUID feature words.
+        pub features: [u32; 12],
+        /// Standard-format offset of XSAVE component i.
+        pub xsave_offset: [u32; 32],
+        /// Size of XSAVE component i.
+        pub xsave_size: [u32; 32],
     }
 }
 

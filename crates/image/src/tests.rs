@@ -1968,6 +1968,12 @@ fn layout_table() -> Vec<(&'static str, &'static str, usize, usize)> {
         f!(Header, kernel_release),
         f!(Header, writer),
         f!(Header, header_sum),
+        f!(CpuRec, vendor),
+        f!(CpuRec, signature),
+        f!(CpuRec, xcr0),
+        f!(CpuRec, features),
+        f!(CpuRec, xsave_offset),
+        f!(CpuRec, xsave_size),
         f!(ProcessRec, pid),
         f!(ProcessRec, ppid),
         f!(ProcessRec, pgid),
@@ -2188,6 +2194,7 @@ fn layout_table() -> Vec<(&'static str, &'static str, usize, usize)> {
 fn struct_sizes() -> Vec<(&'static str, usize)> {
     vec![
         ("Header", size_of::<Header>()),
+        ("CpuRec", size_of::<CpuRec>()),
         ("ProcessRec", size_of::<ProcessRec>()),
         ("MmRec", size_of::<MmRec>()),
         ("VmaRec", size_of::<VmaRec>()),
@@ -2268,4 +2275,140 @@ fn format_md_tables_match_structs() {
         );
     }
     assert_eq!(sizes.len(), want.len());
+}
+
+// ---------------------------------------------------------------- CPU record
+
+fn cpu_rec() -> CpuRec {
+    let mut c = CpuRec::default();
+    c.vendor.copy_from_slice(b"GenuineIntel");
+    c.xcr0 = 0x207;
+    let l = crate::x86::xsave::Layout::legacy();
+    c.xsave_offset = l.offset;
+    c.xsave_size = l.size;
+    c.xsave_offset[2] = 576;
+    c.xsave_size[2] = 256;
+    c.xsave_offset[9] = 2688;
+    c.xsave_size[9] = 8;
+    c.features[crate::x86::cpu::word::L1_ECX] = 1 << 28;
+    c
+}
+
+fn with_cpu(c: &CpuRec) -> Vec<u8> {
+    let mut recs = spec_recs(&small_spec());
+    recs.insert(
+        1,
+        Rec::Plain {
+            kind: kind::CPU,
+            flags: RECORD_OPTIONAL,
+            fixed: c.as_bytes().to_vec(),
+            tails: vec![],
+        },
+    );
+    write_recs(&recs)
+}
+
+#[test]
+fn cpu_record_round_trips_and_is_optional() {
+    let c = cpu_rec();
+    let b = with_cpu(&c);
+    let p = parse_all(&b).unwrap();
+    assert_eq!(p.cpu, Some(c));
+    assert_matches(&small_spec(), &p);
+    assert_eq!(parse_all(&small()).unwrap().cpu, None);
+    assert_eq!(size_of::<CpuRec>(), 328);
+}
+
+#[test]
+fn cpu_record_errors() {
+    let bad = |c: CpuRec| match err(&with_cpu(&c)) {
+        ImageError::BadPayload { kind: k, why, .. } | ImageError::BadRange { kind: k, why, .. } => {
+            assert_eq!(k, kind::CPU);
+            why
+        }
+        e => panic!("unexpected {e:?}"),
+    };
+    let mut c = cpu_rec();
+    c.xsave_offset[1] = 0;
+    assert!(bad(c).contains("FXSAVE places"));
+    let mut c = cpu_rec();
+    c.xsave_size[9] = 0;
+    assert!(bad(c).contains("has no place"));
+    let mut c = cpu_rec();
+    c.xsave_offset[9] = 65530;
+    assert!(bad(c).contains("outside the area"));
+    let mut c = cpu_rec();
+    c.xsave_offset[9] = 100;
+    assert!(bad(c).contains("outside the area"));
+    let mut c = cpu_rec();
+    c.xcr0 = 0x204;
+    assert!(bad(c).contains("without x87 and SSE"));
+    // Twice.
+    let mut recs = spec_recs(&small_spec());
+    for _ in 0..2 {
+        recs.insert(1, plain(kind::CPU, &cpu_rec(), &[]));
+    }
+    assert!(matches!(err(&write_recs(&recs)), ImageError::Duplicate { .. }));
+    // Wrong length.
+    let mut recs = spec_recs(&small_spec());
+    recs.insert(
+        1,
+        Rec::Plain {
+            kind: kind::CPU,
+            flags: 0,
+            fixed: vec![0; 320],
+            tails: vec![],
+        },
+    );
+    assert!(matches!(err(&write_recs(&recs)), ImageError::BadPayload { .. }));
+}
+
+#[test]
+fn cpu_compat_names_what_is_missing() {
+    use crate::x86::cpu::{CpuCompat, FeatureList};
+    let mut big = cpu_rec();
+    big.features[crate::x86::cpu::word::L7_EBX] = (1 << 5) | (1 << 16) | (1 << 30);
+    big.xcr0 = 0x2e7;
+    for (bit, off, size) in [(5, 1088, 64), (6, 1152, 512), (7, 1664, 1024)] {
+        big.xsave_offset[bit] = off;
+        big.xsave_size[bit] = size;
+    }
+    let mut small = cpu_rec();
+    // An AMD-like layout: PKRU elsewhere; the hypervisor bit is not compared.
+    small.xsave_offset[9] = 2432;
+    small.features[crate::x86::cpu::word::L1_ECX] |= 1 << 31;
+    let c = CpuCompat::compare(&big, &small);
+    assert!(!c.is_ok());
+    assert_eq!(c.missing.to_string(), "avx2 avx512f avx512bw");
+    assert!(c.missing.contains("avx512f") && !c.missing.contains("avx"));
+    assert_eq!(c.missing_xfeatures, 0xe0);
+    assert_eq!(c.moved_xfeatures, 1 << 9);
+    assert_eq!(
+        crate::x86::cpu::XfeatureList(c.missing_xfeatures).to_string(),
+        "AVX-512 opmask (bit 5), AVX-512 ZMM_Hi256 (bit 6), AVX-512 Hi16_ZMM (bit 7)"
+    );
+    // The other way round nothing is missing.
+    let c = CpuCompat::compare(&small, &big);
+    assert!(c.is_ok(), "{c:?}");
+    assert_eq!(FeatureList::of(&small).to_string(), "avx");
+    // Without XSAVE the state is x87|SSE.
+    let mut none = cpu_rec();
+    none.xcr0 = 0;
+    none.features = [0; 12];
+    let c = CpuCompat::compare(&small, &none);
+    assert_eq!(c.missing_xfeatures, 0x204);
+    assert_eq!(c.missing.to_string(), "avx");
+}
+
+#[test]
+fn this_cpu_is_a_valid_record() {
+    let c = crate::x86::cpu::this_cpu();
+    let mut recs = spec_recs(&small_spec());
+    recs.insert(1, plain(kind::CPU, &c, &[]));
+    let b = write_recs(&recs);
+    assert_eq!(parse_all(&b).unwrap().cpu, Some(c));
+    // x86_64 always has SSE2 and FXSR.
+    let f = crate::x86::cpu::FeatureList::of(&c);
+    assert!(f.contains("sse2") && f.contains("fxsr"), "{f}");
+    assert_eq!(crate::x86::cpu::CpuCompat::compare(&c, &c), Default::default());
 }
