@@ -100,6 +100,14 @@ pub struct RestartArgs {
     /// Restart inside a new PID namespace (when the image's PIDs are taken here).
     #[arg(long)]
     pub pidns: bool,
+
+    /// Restart even when this CPU lacks instruction-set features or XSAVE
+    /// components the image's CPU had. Risky: the program may have picked code
+    /// for the other CPU at start-up (glibc chooses AVX2/AVX-512 string
+    /// functions once) and die of SIGILL; the state of XSAVE components this CPU
+    /// lacks is dropped.
+    #[arg(long)]
+    pub allow_cpu_mismatch: bool,
 }
 
 #[derive(Args, Debug)]

@@ -26,7 +26,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use stasis_abi::{
     CheckpointArgs, VersionInfo, ABI_VERSION, CHECKPOINT_KEEP_FROZEN, DEVICE_PATH, EXT_FILES,
     IOC_CHECKPOINT, IOC_THAW, IOC_VERSION,

@@ -59,6 +59,7 @@ pub fn run(args: &RestartArgs, quiet: bool) -> Result<u8> {
         // The kernel engine is the user engine's kernel mode: it prepares
         // the process, the module restores memory and registers.
         kernel: engine == Engine::Kernel,
+        allow_cpu_mismatch: args.allow_cpu_mismatch,
         progress: Some(&bar),
     };
     let outcome =

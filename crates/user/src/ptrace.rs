@@ -29,7 +29,8 @@
 use std::io;
 
 use stasis_image::records::UserRegs;
-use zerocopy::{FromBytes, IntoBytes};
+use stasis_image::x86::xsave;
+use zerocopy::IntoBytes;
 
 use crate::sys::{self, event, opt, req, WaitStatus};
 
@@ -141,33 +142,40 @@ pub fn set_regs(tid: i32, r: &UserRegs) -> io::Result<()> {
 }
 
 /// Largest XSAVE area we accept (AMX tiles make it ~11 KiB today).
-pub const XSTATE_MAX: usize = 64 * 1024;
+pub const XSTATE_MAX: usize = xsave::MAX_SIZE;
 
-/// The thread's XSAVE area (NT_X86_XSTATE: standard format, XCR0 in the
-/// first 8 bytes of sw_reserved at offset 464, XSTATE_BV at offset 512).
+/// The thread's XSAVE area in the standard format of this CPU (NT_X86_XSTATE:
+/// XCR0 in the first 8 bytes of sw_reserved at offset 464, XSTATE_BV at 512).
+/// On a CPU without XSAVE the kernel has no NT_X86_XSTATE regset (ENODEV):
+/// the FXSAVE image (NT_PRFPREG) is read instead and returned as a 576-byte
+/// area holding x87|SSE, so images and signal frames have one shape.
 pub fn get_xstate(tid: i32) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; XSTATE_MAX];
-    let n = getregset(tid, sys::NT_X86_XSTATE, &mut buf)
-        .map_err(|e| ctx("GETREGSET(X86_XSTATE)", tid, e))?;
-    buf.truncate(n);
-    Ok(buf)
-}
-
-/// Set the XSAVE area.
-pub fn set_xstate(tid: i32, area: &[u8]) -> io::Result<()> {
-    setregset(tid, sys::NT_X86_XSTATE, area).map_err(|e| ctx("SETREGSET(X86_XSTATE)", tid, e))
+    match getregset(tid, sys::NT_X86_XSTATE, &mut buf) {
+        Ok(n) => {
+            buf.truncate(n);
+            Ok(buf)
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {
+            let mut fx = [0u8; xsave::LEGACY_SIZE];
+            let n = getregset(tid, sys::NT_PRFPREG, &mut fx)
+                .map_err(|e| ctx("GETREGSET(PRFPREG)", tid, e))?;
+            xsave::from_fxsave(&fx[..n.min(fx.len())]).map(|a| a.to_vec()).ok_or_else(|| {
+                io::Error::other(format!("GETREGSET(PRFPREG) of {tid} returned {n} bytes"))
+            })
+        }
+        Err(e) => Err(ctx("GETREGSET(X86_XSTATE)", tid, e)),
+    }
 }
 
 /// XCR0 recorded by the kernel in an NT_X86_XSTATE area (sw_reserved[0..8]).
 pub fn xstate_xcr0(area: &[u8]) -> Option<u64> {
-    area.get(464..472)
-        .and_then(|b| u64::read_from_bytes(b).ok())
+    xsave::ptrace_xcr0(area)
 }
 
 /// XSTATE_BV of an XSAVE area (first word of the XSAVE header).
 pub fn xstate_bv(area: &[u8]) -> Option<u64> {
-    area.get(512..520)
-        .and_then(|b| u64::read_from_bytes(b).ok())
+    xsave::xstate_bv(area)
 }
 
 /// Blocked signal mask (bit n-1 = signal n).
@@ -411,8 +419,6 @@ pub fn live_restart_regs(r: &UserRegs) -> UserRegs {
 
 /// Size of `struct rt_sigframe` on x86_64 (pretcode, ucontext, siginfo).
 pub const RT_SIGFRAME_SIZE: usize = 440;
-const FP_XSTATE_MAGIC1: u32 = 0x4650_5853;
-const FP_XSTATE_MAGIC2: u32 = 0x4650_5845;
 
 /// Build an x86_64 `struct rt_sigframe` (440 bytes) that rt_sigreturn turns
 /// into `regs` (cs/ss from `regs`, fs/gs bases untouched by the kernel),
@@ -448,23 +454,21 @@ pub fn build_sigframe(regs: &UserRegs, sigmask: u64, fpstate_addr: u64) -> Vec<u
     b
 }
 
-/// An NT_X86_XSTATE area turned into a signal-frame fpstate: the software
-/// bytes at 464 (magic1, extended size, xfeatures, xstate size) and magic2
-/// after the area. Place it 64-byte aligned.
-pub fn xstate_to_fpstate(area: &[u8]) -> Vec<u8> {
-    let size = area.len();
-    let xcr0 = xstate_xcr0(area).unwrap_or(3);
-    let mut b = Vec::with_capacity(size + 4);
-    b.extend_from_slice(area);
-    if size >= 512 {
-        b[464..512].fill(0);
-        b[464..468].copy_from_slice(&FP_XSTATE_MAGIC1.to_le_bytes());
-        b[468..472].copy_from_slice(&((size + 4) as u32).to_le_bytes());
-        b[472..480].copy_from_slice(&xcr0.to_le_bytes());
-        b[480..484].copy_from_slice(&(size as u32).to_le_bytes());
-    }
-    b.extend_from_slice(&FP_XSTATE_MAGIC2.to_le_bytes());
-    b
+/// An NT_X86_XSTATE area of this CPU turned into a signal-frame fpstate
+/// (place it 64-byte aligned). It claims only the components in use
+/// (XSTATE_BV | x87 | SSE): a frame claiming the CPU's whole area (AMX tiles
+/// included, 11008 bytes) is larger than the kernel's user size for a
+/// process that never asked for AMX, and the kernel then restores only the
+/// FXSAVE part, losing AVX and AVX-512 state.
+pub fn xstate_to_fpstate(area: &[u8], layout: &xsave::Layout) -> Result<Vec<u8>, xsave::XsaveError> {
+    let xcr0 = xstate_xcr0(area).unwrap_or(xsave::FPSSE);
+    let features = (xstate_bv(area).unwrap_or(0) | xsave::FPSSE) & xcr0;
+    let size = layout.size_for(features)?;
+    let mut b = vec![0u8; size + 4];
+    let have = area.len().min(size);
+    b[..have].copy_from_slice(&area[..have]);
+    xsave::sigframe_fpstate(&mut b, size, features)?;
+    Ok(b)
 }
 
 /// Errors of an injected system call.
@@ -502,6 +506,8 @@ pub struct Injector {
     /// Address of [`GADGET`] in the target, when installed: makes every
     /// session safe against the death of the tracer.
     pub gadget: Option<u64>,
+    /// This CPU's XSAVE layout, for the signal frames of gadget sessions.
+    pub layout: xsave::Layout,
 }
 
 /// End of the ELF file image inside a vDSO mapping (`buf` = its bytes):
@@ -667,6 +673,7 @@ impl Injector {
             pid,
             syscall_insn,
             gadget,
+            layout: xsave::Layout::this(),
         })
     }
 
@@ -711,7 +718,11 @@ impl Injector {
         if let Some(g) = self.gadget {
             let xstate = get_xstate(tid).map_err(pt(tid, "get xstate"))?;
             let top = orig.rsp.wrapping_sub(128);
-            let fp = xstate_to_fpstate(&xstate);
+            let fp = xstate_to_fpstate(&xstate, &self.layout).map_err(|e| InjectError::Ptrace {
+                tid,
+                step: "build the signal frame's XSAVE area",
+                source: io::Error::other(e),
+            })?;
             let fp_addr = top.wrapping_sub(fp.len() as u64) & !63;
             let frame = fp_addr.wrapping_sub(RT_SIGFRAME_SIZE as u64) & !63;
             // The scratch area sits under the frame and is saved with it.
@@ -1083,5 +1094,46 @@ impl Drop for Session {
         } else if self.restoring {
             let _ = self.restore_complete();
         }
+    }
+}
+
+#[cfg(test)]
+mod fpstate_tests {
+    use super::*;
+
+    /// An Intel layout with AVX-512 and AMX (xcr0 0x602e7, 11008-byte area).
+    fn amx_layout() -> xsave::Layout {
+        let mut l = xsave::Layout::legacy();
+        for (bit, off, size) in [(2, 576, 256), (5, 1088, 64), (6, 1152, 512), (7, 1664, 1024), (9, 2688, 8), (17, 2752, 64), (18, 2816, 8192)] {
+            l.offset[bit] = off;
+            l.size[bit] = size;
+        }
+        l
+    }
+
+    /// What NT_X86_XSTATE gives on an AMX host for a process that never asked
+    /// for AMX: the whole 11008 bytes, XCR0 with the tile bits, XSTATE_BV
+    /// without them. The frame must claim 2696 bytes (the kernel's user size
+    /// for that process), not 11008, or the kernel drops AVX and AVX-512.
+    #[test]
+    fn injection_frame_claims_only_components_in_use() {
+        let mut area = vec![0u8; 11008];
+        area[464..472].copy_from_slice(&0x602e7u64.to_le_bytes());
+        area[512..520].copy_from_slice(&0x2e7u64.to_le_bytes());
+        area[1152] = 0x5a; // a ZMM_Hi256 byte
+        let fp = xstate_to_fpstate(&area, &amx_layout()).unwrap();
+        assert_eq!(fp.len(), 2696 + 4);
+        assert_eq!(u32::from_le_bytes(fp[480..484].try_into().unwrap()), 2696);
+        assert_eq!(u64::from_le_bytes(fp[472..480].try_into().unwrap()), 0x2e7);
+        assert_eq!(fp[1152], 0x5a);
+        assert_eq!(u32::from_le_bytes(fp[2696..2700].try_into().unwrap()), xsave::FP_XSTATE_MAGIC2);
+        // A process using AMX gets the tiles.
+        area[512..520].copy_from_slice(&0x602e7u64.to_le_bytes());
+        assert_eq!(xstate_to_fpstate(&area, &amx_layout()).unwrap().len(), 11008 + 4);
+        // An FXSAVE-only area (no XSAVE CPU): 576 bytes, x87|SSE.
+        let fx = xsave::from_fxsave(&[7u8; 512]).unwrap();
+        let fp = xstate_to_fpstate(&fx, &xsave::Layout::legacy()).unwrap();
+        assert_eq!(fp.len(), 580);
+        assert_eq!(u64::from_le_bytes(fp[472..480].try_into().unwrap()), 3);
     }
 }

@@ -58,6 +58,8 @@ pub mod event {
 /// ELF note types of the regsets.
 pub const NT_PRSTATUS: u32 = 1;
 pub const NT_X86_XSTATE: u32 = 0x202;
+/// NT_PRFPREG: the FXSAVE image (512 bytes), the FP regset of CPUs without XSAVE.
+pub const NT_PRFPREG: u32 = 2;
 /// Flag of `ptrace_peeksiginfo_args`: read the process-wide queue.
 pub const PEEKSIGINFO_SHARED: u32 = 1;
 /// kcmp(2) type: same open file description.

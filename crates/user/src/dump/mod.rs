@@ -429,6 +429,7 @@ fn dump_frozen<W: io::Write>(
         }};
     }
     put!(w.record(kind::PROCESS, &process, &[]));
+    put!(w.record_flags(kind::CPU, stasis_image::RECORD_OPTIONAL, &stasis_image::x86::cpu::this_cpu(), &[]));
     put!(w.record(
         kind::MM,
         &mm,

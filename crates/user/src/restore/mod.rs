@@ -66,7 +66,6 @@ use std::path::Path;
 #[path = "../../../restorer/src/abi.rs"]
 pub(crate) mod abi;
 mod child;
-mod cpu;
 mod kernel;
 mod maps;
 mod park;
@@ -95,6 +94,10 @@ pub struct RestartOpts<'a> {
     /// and rt_sigreturn; see restore/kernel.rs. Fails with
     /// [`RestoreError::KernelModule`] when the module is not loaded.
     pub kernel: bool,
+    /// Restart even when this CPU lacks features the image's CPU had (the
+    /// state of XSAVE components this CPU lacks is dropped; the program may
+    /// then die of SIGILL in code it chose for the other CPU).
+    pub allow_cpu_mismatch: bool,
     pub progress: Option<&'a dyn crate::Progress>,
 }
 
@@ -120,8 +123,10 @@ pub enum RestoreError {
     Arch { arch: u32 },
     #[error("image page size {image} differs from this machine's {ours}")]
     PageSize { image: u32, ours: u64 },
-    #[error("this CPU lacks XSAVE features thread {tid} uses: {names} (missing mask {missing:#x}, this CPU's XCR0 {ours:#x})")]
+    #[error("this CPU lacks XSAVE features thread {tid} uses: {names} (missing mask {missing:#x}, this CPU's XSAVE features {ours:#x}); --allow-cpu-mismatch drops them")]
     MissingCpuFeatures { tid: u32, missing: u64, names: String, ours: u64 },
+    #[error("the image's CPU had features this CPU lacks: {missing}{}{missing_xsave}; the program may have chosen code that uses them (glibc picks AVX2/AVX-512 code at start-up); --allow-cpu-mismatch restarts anyway", if missing_xsave.is_empty() { "" } else { "; XSAVE components: " })]
+    CpuMismatch { missing: String, missing_xsave: String },
     #[error("{what} size differs: image {image:#x} bytes, this kernel {ours:#x} (image from another kernel?)")]
     VdsoMismatch { what: &'static str, image: u64, ours: u64 },
     #[error("PID {pid} is in use (restart with --pidns to use a new PID namespace)")]
@@ -339,7 +344,7 @@ fn run(
     dev: Option<kernel::Device>,
 ) -> Result<RestartOutcome, RestoreError> {
     let kernel_mode = dev.is_some();
-    let mut prep = plan::prepare(img, file, image_bytes, opts.pidns, kernel_mode)?;
+    let mut prep = plan::prepare(img, file, image_bytes, opts.pidns, kernel_mode, opts.allow_cpu_mismatch)?;
     if let Some(p) = opts.progress {
         p.set_total(prep.page_bytes);
     }

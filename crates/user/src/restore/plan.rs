@@ -11,7 +11,7 @@ use stasis_image::ProcessImage;
 
 use super::abi::{self, Args, MapFd, PendingSig, PosixTimer, Run, Special, Thread, Vma};
 use super::blob::{BLOB, RESTORER_ENTRY};
-use super::cpu;
+use stasis_image::x86::{self, xsave};
 use super::maps::{self, Mapping};
 use super::sigframe;
 use super::RestoreError;
@@ -208,6 +208,7 @@ pub fn prepare(
     image_bytes: &[u8],
     pidns: bool,
     kernel: bool,
+    cpu_override: bool,
 ) -> Result<Prepared, RestoreError> {
     let h = &img.header;
     if h.arch != stasis_image::records::arch::X86_64 {
@@ -220,30 +221,8 @@ pub fn prepare(
     }
 
     // ---- CPU features ----
-    let xcr0 = cpu::xcr0();
-    let mut xsave_max = 0usize;
-    for t in &img.threads {
-        if let Some(x) = &t.xstate {
-            let bv = x.rec.xstate_bv;
-            let missing = bv & !xcr0;
-            if missing != 0 {
-                return Err(RestoreError::MissingCpuFeatures {
-                    tid: t.rec.tid,
-                    missing,
-                    names: cpu::feature_list(missing),
-                    ours: xcr0,
-                });
-            }
-            let need = cpu::area_size_for(bv) as usize;
-            if need > x.area.len() {
-                return Err(RestoreError::Unsupported(format!(
-                    "thread {}: XSAVE area of {} bytes is too small for its features {} ({} bytes on this CPU)",
-                    t.rec.tid, x.area.len(), cpu::feature_list(bv), need
-                )));
-            }
-            xsave_max = xsave_max.max(need);
-        }
-    }
+    let xareas = cpu_check(img, cpu_override)?;
+    let xsave_max = xareas.iter().flatten().map(|x| x.size).max().unwrap_or(0);
 
     // ---- credentials ----
     // SAFETY: getuid cannot fail.
@@ -830,10 +809,10 @@ pub fn prepare(
                 park_ok = false;
             }
             let fbuf = std::slice::from_raw_parts_mut(wr(o_frames + (k * fbytes) as u64), fbytes);
-            let xs = t.xstate.as_ref().map(|x| sigframe::Xsave {
-                area: x.area,
-                size: cpu::area_size_for(x.rec.xstate_bv) as usize,
-                features: x.rec.xstate_bv | 3,
+            let xs = xareas[i].as_ref().map(|x| sigframe::Xsave {
+                area: &x.area,
+                size: x.size,
+                features: x.features,
             });
             let frame = sigframe::build(fbuf, if dst != 0 { dst } else { faddr }, &t.rec, xs.as_ref());
             let frame = if dst != 0 { faddr } else { frame };
@@ -874,10 +853,10 @@ pub fn prepare(
                 let i = order[k];
                 let th = &img.threads[i];
                 let fbuf = std::slice::from_raw_parts_mut(wr(o_frames + (k * fbytes) as u64), fbytes);
-                let xs = th.xstate.as_ref().map(|x| sigframe::Xsave {
-                    area: x.area,
-                    size: cpu::area_size_for(x.rec.xstate_bv) as usize,
-                    features: x.rec.xstate_bv | 3,
+                let xs = xareas[i].as_ref().map(|x| sigframe::Xsave {
+                    area: &x.area,
+                    size: x.size,
+                    features: x.features,
                 });
                 t.frame = sigframe::build(fbuf, faddr, &th.rec, xs.as_ref());
                 t.frame_dst = 0;
@@ -997,6 +976,61 @@ pub fn prepare(
 /// at checkpoint time reads as value 0 (the kernel rearms it only when that
 /// signal is dequeued, and the re-queued copy of the signal is not tied to
 /// the timer any more): arm it for one interval so it keeps ticking.
+/// A thread's XSAVE area laid out for this CPU, and what to restore of it.
+pub struct ThreadXsave {
+    /// Standard-format area of this CPU (`size` bytes).
+    pub area: Vec<u8>,
+    /// Bytes of `area` the components in `features` need.
+    pub size: usize,
+    /// Components to restore (XSTATE_BV | x87 | SSE, within this CPU's).
+    pub features: u64,
+}
+
+/// Checks the image's CPU against this one and lays every thread's XSAVE area
+/// out for this CPU (indexed like `img.threads`). An image whose CPU had
+/// instruction-set features or XSAVE components this one lacks is refused
+/// unless `cpu_override`; a thread using components this CPU lacks is refused
+/// unless `cpu_override`, which then drops those components.
+pub fn cpu_check(img: &ProcessImage<'_>, cpu_override: bool) -> Result<Vec<Option<ThreadXsave>>, RestoreError> {
+    let here = x86::cpu::this_cpu();
+    let here_layout = xsave::Layout::of(&here);
+    let ours = x86::cpu::effective_xfeatures(here.xcr0);
+    if let Some(ic) = &img.cpu {
+        let c = x86::CpuCompat::compare(ic, &here);
+        if !c.is_ok() && !cpu_override {
+            return Err(RestoreError::CpuMismatch {
+                missing: c.missing.to_string(),
+                missing_xsave: x86::cpu::XfeatureList(c.missing_xfeatures).to_string(),
+            });
+        }
+    }
+    let from = img.cpu.as_ref().map(xsave::Layout::of).unwrap_or(here_layout);
+    let mut out = Vec::with_capacity(img.threads.len());
+    for t in &img.threads {
+        let Some(x) = &t.xstate else {
+            out.push(None);
+            continue;
+        };
+        let bv = x.rec.xstate_bv;
+        let missing = bv & !ours;
+        if missing != 0 && !cpu_override {
+            return Err(RestoreError::MissingCpuFeatures {
+                tid: t.rec.tid,
+                missing,
+                names: x86::cpu::XfeatureList(missing).to_string(),
+                ours,
+            });
+        }
+        let features = (bv | xsave::FPSSE) & ours;
+        let mut area = vec![0u8; xsave::MAX_SIZE];
+        let size = xsave::relayout(x.area, &from, &here_layout, features, &mut area)
+            .map_err(|e| RestoreError::Unsupported(format!("thread {}: its XSAVE area cannot be used on this CPU: {e}", t.rec.tid)))?;
+        area.truncate(size);
+        out.push(Some(ThreadXsave { area, size, features }));
+    }
+    Ok(out)
+}
+
 fn rearm_value(t: &stasis_image::records::TimerVal) -> u64 {
     if t.value_ns == 0 && t.interval_ns != 0 {
         t.interval_ns

@@ -29,8 +29,8 @@ pub const FPSTATE_FIELD_OFF: usize = MCONTEXT_OFF + 184;
 pub const UC_FP_XSTATE: u64 = 1;
 pub const UC_SIGCONTEXT_SS: u64 = 2;
 pub const UC_STRICT_RESTORE_SS: u64 = 4;
-pub const FP_XSTATE_MAGIC1: u32 = 0x4650_5853;
-pub const FP_XSTATE_MAGIC2: u32 = 0x4650_5845;
+#[cfg(test)]
+use stasis_image::x86::xsave::{FP_XSTATE_MAGIC1, FP_XSTATE_MAGIC2};
 const SS_ONSTACK: u32 = 1;
 const SS_DISABLE: u32 = 2;
 
@@ -105,18 +105,9 @@ pub fn build(buf: &mut [u8], addr: u64, t: &ThreadRec, xsave: Option<&Xsave<'_>>
     if let Some(x) = xsave {
         let fp = &mut buf[fp_off..fp_off + x.size + 4];
         fp[..x.size].copy_from_slice(&x.area[..x.size]);
-        // Software bytes (struct _fpx_sw_bytes) in fxsave's sw_reserved.
-        fp[464..512].fill(0);
-        put32(fp, 464, FP_XSTATE_MAGIC1);
-        put32(fp, 468, (x.size + 4) as u32); // extended_size
-        put64(fp, 472, x.features); // xfeatures
-        put32(fp, 480, x.size as u32); // xstate_size
-        // XSAVE header: xstate_bv limited to what we restore, xcomp_bv 0
-        // (standard format), reserved bytes 0.
-        let bv = u64::from_le_bytes(fp[512..520].try_into().unwrap_or([0; 8])) & x.features;
-        put64(fp, 512, bv);
-        fp[520..576].fill(0);
-        put32(fp, x.size, FP_XSTATE_MAGIC2);
+        // Software bytes, XSTATE_BV limited to what we restore, standard
+        // format header, magic2. The sizes were checked by frame_bytes.
+        let _ = stasis_image::x86::xsave::sigframe_fpstate(fp, x.size, x.features);
     }
     addr
 }
