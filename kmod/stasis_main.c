@@ -383,8 +383,10 @@ static int stasis_capture(struct stasis_thread *t)
 	if (got != sizeof(ks->regs))
 		return got < 0 ? got : -EIO;
 
-	rs = stasis_regset(view, NT_X86_XSTATE);
-	if (rs && rs->n && rs->size && boot_cpu_has(X86_FEATURE_XSAVE)) {
+	/* The FP state: the XSAVE area, or without XSAVE the FXSAVE image (512 bytes;
+	 * stasis-image turns it into an x87|SSE area). */
+	rs = stasis_regset(view, boot_cpu_has(X86_FEATURE_XSAVE) ? NT_X86_XSTATE : NT_PRFPREG);
+	if (rs && rs->n && rs->size) {
 		size_t size = (size_t)rs->n * rs->size;
 		void *x = stasis_kmalloc(size);
 
@@ -1346,22 +1348,6 @@ void stasis_image_free(void *p)
 		return;
 	atomic_long_dec(&stasis_live_allocs);
 	kvfree(p);
-}
-
-/* XSAVE features enabled on this CPU (XCR0) and the size of a standard-format XSAVE
- * area holding all of them (CPUID 0xD.0 EBX); x87|SSE and 512+64 without XSAVE. */
-void stasis_cpu_xsave(u64 *xcr0, u32 *size)
-{
-	unsigned int eax, ebx, ecx, edx;
-
-	if (!boot_cpu_has(X86_FEATURE_OSXSAVE)) {
-		*xcr0 = 3;
-		*size = 576;
-		return;
-	}
-	*xcr0 = xgetbv(XCR_XFEATURE_ENABLED_MASK);
-	cpuid_count(0xd, 0, &eax, &ebx, &ecx, &edx);
-	*size = ebx;
 }
 
 /*

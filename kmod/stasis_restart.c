@@ -550,22 +550,24 @@ long stasis_rg_set_thread(void *gp, s32 tid, const struct stasis_rstate *st,
 	if (!found || found->has_state)
 		return -ESRCH;
 	if (xsize) {
-		const struct user_regset *rs =
-			stasis_regset(task_user_regset_view(found->task), NT_X86_XSTATE);
+		/* Without XSAVE the FP regset is the FXSAVE image: the area's first 512 bytes. */
+		bool xsave = boot_cpu_has(X86_FEATURE_XSAVE);
+		const struct user_regset *rs = stasis_regset(task_user_regset_view(found->task),
+							     xsave ? NT_X86_XSTATE : NT_PRFPREG);
 		size_t size;
 		void *buf;
 
-		if (!rs || !rs->set)
+		if (!rs || !rs->set || !rs->n)
 			return -EOPNOTSUPP;
 		size = (size_t)rs->n * rs->size;
-		if (xsize > size)
+		if (xsave ? xsize > size : xsize < size)
 			return -EINVAL;
 		if (!test_tsk_thread_flag(found->task, TIF_NEED_FPU_LOAD))
 			return -EBUSY;
 		buf = stasis_kvzalloc(size);
 		if (!buf)
 			return -ENOMEM;
-		memcpy(buf, xstate, xsize);
+		memcpy(buf, xstate, min_t(size_t, xsize, size));
 		ret = rs->set(found->task, rs, 0, size, buf, NULL);
 		stasis_kvfree(buf);
 		if (ret)

@@ -12,6 +12,7 @@ use stasis_image::records::{
     RlimitsRec, Sigaction, SigactionsRec, SigpendingRec, ThreadRec, TimerVal, UserRegs, VmaRec,
     XstateRec,
 };
+use stasis_image::x86::xsave;
 use stasis_image::{Header, Sink, WriteError, Writer};
 
 use crate::kstate::{KProc, KThread, KVma, UNSUP_COMPAT, UNSUP_ITIMER_CPU, UNSUP_POSIX_TIMERS, UNSUP_SWAP};
@@ -91,6 +92,18 @@ fn werr(e: WriteError<i64>) -> i64 {
 pub(crate) fn try_vec<T>(n: usize) -> Result<Vec<T>, i64> {
     let mut v = Vec::new();
     v.try_reserve_exact(n).map_err(|_| -ENOMEM)?;
+    Ok(v)
+}
+
+/// `n` zero bytes, allocated fallibly.
+pub(crate) fn zeroed(n: usize) -> Result<Vec<u8>, i64> {
+    let mut v = try_vec::<u8>(n)?;
+    let Some(spare) = v.spare_capacity_mut().get_mut(..n) else { return Err(-ENOMEM) };
+    for b in spare.iter_mut() {
+        b.write(0);
+    }
+    // SAFETY: the first n elements were just initialised and n <= capacity.
+    unsafe { v.set_len(n) };
     Ok(v)
 }
 
@@ -212,29 +225,38 @@ fn user_regs(a: &[u64; 27]) -> UserRegs {
     r
 }
 
-/// xfeatures from the FXSAVE software-reserved bytes (xstate_fx_sw_bytes) of an
-/// NT_X86_XSTATE area, or None.
-fn sw_xfeatures(x: &[u8]) -> Option<u64> {
-    let magic = u32::from_le_bytes(x.get(464..468)?.try_into().ok()?);
-    if magic != 0x4650_5853 {
-        return None;
-    }
-    Some(u64::from_le_bytes(x.get(472..480)?.try_into().ok()?))
-}
-
-fn xstate_bv(x: &[u8]) -> u64 {
-    x.get(512..520)
-        .and_then(|b| b.try_into().ok())
-        .map(u64::from_le_bytes)
-        .unwrap_or(0)
-}
-
-fn xstate_of(ks: &KThread) -> &[u8] {
+fn xstate_raw(ks: &KThread) -> &[u8] {
     if ks.xstate.is_null() || ks.xstate_size == 0 {
         return &[];
     }
     // SAFETY: the shim keeps the area (xstate_size bytes) alive while frozen.
     unsafe { core::slice::from_raw_parts(ks.xstate, ks.xstate_size as usize) }
+}
+
+/// A thread's FP state as images hold it: the NT_X86_XSTATE area, or on a CPU
+/// without XSAVE the shim's FXSAVE image (NT_PRFPREG, 512 bytes) turned into
+/// a 576-byte x87|SSE area.
+enum Xstate<'a> {
+    Area(&'a [u8]),
+    Fx([u8; xsave::MIN_SIZE]),
+}
+
+impl Xstate<'_> {
+    fn of(ks: &KThread) -> Xstate<'_> {
+        let raw = xstate_raw(ks);
+        if raw.len() == xsave::LEGACY_SIZE {
+            if let Some(a) = xsave::from_fxsave(raw) {
+                return Xstate::Fx(a);
+            }
+        }
+        Xstate::Area(raw)
+    }
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Xstate::Area(a) => a,
+            Xstate::Fx(a) => a,
+        }
+    }
 }
 
 fn path(job: *mut c_void, which: u32, buf: &mut [u8]) -> Result<usize, i64> {
@@ -458,8 +480,9 @@ fn write_image(job: *mut c_void, stats: &mut Stats) -> Result<(), i64> {
     }
 
     // ---- write ----
-    let first_x = threads.first().map(|t| xstate_of(&t.ks)).unwrap_or(&[]);
-    let xcr0 = sw_xfeatures(first_x).unwrap_or(kp.xcr0);
+    let first = threads.first().map(|t| Xstate::of(&t.ks));
+    let first_x = first.as_ref().map(|x| x.bytes()).unwrap_or(&[]);
+    let xcr0 = xsave::ptrace_xcr0(first_x).unwrap_or(kp.xcr0);
     let rel_len = kp.release.iter().position(|b| *b == 0).unwrap_or(kp.release.len());
     let release = core::str::from_utf8(kp.release.get(..rel_len).unwrap_or(&[])).unwrap_or("");
     let header = Header::new(
@@ -498,6 +521,9 @@ fn write_image(job: *mut c_void, stats: &mut Stats) -> Result<(), i64> {
         _pad0: 0,
     };
     w.record(kind::PROCESS, &process, &[]).map_err(werr)?;
+    // The CPU as user code sees it (CPUID and XCR0 are the same from here).
+    let cpu = stasis_image::x86::cpu::this_cpu();
+    w.record_flags(kind::CPU, stasis_image::RECORD_OPTIONAL, &cpu, &[]).map_err(werr)?;
 
     let auxv = kp.auxv.get(..kp.auxv_words as usize).unwrap_or(&[]);
     let mm = MmRec {
@@ -562,13 +588,14 @@ fn write_image(job: *mut c_void, stats: &mut Stats) -> Result<(), i64> {
         };
         w.record(kind::THREAD, &rec, &[]).map_err(werr)?;
         let pending = pending_infos(job, ks.tid)?;
-        let x = xstate_of(ks);
+        let xo = Xstate::of(ks);
+        let x = xo.bytes();
         if !x.is_empty() {
             let xs = XstateRec {
                 tid: ks.tid as u32,
                 size: x.len() as u32,
-                xstate_bv: xstate_bv(x),
-                xcr0: sw_xfeatures(x).unwrap_or(xcr0),
+                xstate_bv: xsave::xstate_bv(x).unwrap_or(0),
+                xcr0: xsave::ptrace_xcr0(x).unwrap_or(xcr0),
             };
             w.record(kind::XSTATE, &xs, &[x]).map_err(werr)?;
         }

@@ -23,9 +23,10 @@ use stasis_abi::{
     MapFd, RestartArgs, RESTART_FLAGS, RESTART_KEEP, RESTART_KEPT, RESTART_MAX_IMAGE, RESTART_VALIDATE_ONLY,
 };
 use stasis_image::records::{vma_flags, vma_kind};
-use stasis_image::{Extension, ParseOptions, ProcessImage};
+use stasis_image::x86::{self, xsave};
+use stasis_image::{Extension, ParseOptions, ProcessImage, XstateView};
 
-use crate::checkpoint::{push, try_vec};
+use crate::checkpoint::{push, try_vec, zeroed};
 use crate::{log, LOG_WARN, MAX_THREADS};
 
 const EBADF: i64 = 9;
@@ -67,7 +68,6 @@ pub struct RState {
 extern "C" {
     fn stasis_image_load(fd: i32, max: u64, out: *mut *mut u8, len: *mut u64) -> i64;
     fn stasis_image_free(p: *mut u8);
-    fn stasis_cpu_xsave(xcr0: *mut u64, size: *mut u32);
     fn stasis_page_size() -> u32;
     fn stasis_on_big_stack(f: unsafe extern "C" fn(*mut c_void) -> i64, arg: *mut c_void) -> i64;
     fn stasis_rg_claim(pid: i32, nr: u32, timeout_ms: u32, out: *mut *mut c_void) -> i64;
@@ -109,8 +109,8 @@ struct PRun {
 struct PThread {
     tid: u32,
     st: RState,
-    xoff: usize,
-    xlen: u32,
+    /// The XSAVE area laid out for this CPU (empty: none in the image).
+    xarea: Vec<u8>,
 }
 
 /// Everything the restart does, checked, with offsets into the image buffer.
@@ -258,6 +258,12 @@ fn build_plan(pi: &ProcessImage<'_>, bytes: &[u8]) -> Result<Plan, i64> {
         }
     }
 
+    // XSAVE areas are laid out as on the image's CPU (its CPU record; images
+    // without one are taken to match this CPU) and must be as on this one.
+    let cpu = x86::cpu::this_cpu();
+    let here = xsave::Layout::of(&cpu);
+    let from = pi.cpu.as_ref().map(xsave::Layout::of).unwrap_or(here);
+    let ours = x86::cpu::effective_xfeatures(cpu.xcr0);
     for t in pi.threads.iter() {
         let r = &t.rec;
         let g = &r.regs;
@@ -291,14 +297,11 @@ fn build_plan(pi: &ProcessImage<'_>, bytes: &[u8]) -> Result<Plan, i64> {
             return Err(-EINVAL);
         }
         dst.copy_from_slice(src);
-        let (xoff, xlen) = match t.xstate.as_ref() {
-            Some(x) => ((x.area.as_ptr() as usize).wrapping_sub(base), u32::try_from(x.area.len()).map_err(|_| -EINVAL)?),
-            None => (0, 0),
+        let xarea = match t.xstate.as_ref() {
+            Some(x) => xarea_here(x, &from, &here, ours)?,
+            None => Vec::new(),
         };
-        if xoff.checked_add(xlen as usize).is_none_or(|e| e > bytes.len()) {
-            return Err(-EINVAL);
-        }
-        push(&mut plan.threads, PThread { tid: r.tid, st, xoff, xlen })?;
+        push(&mut plan.threads, PThread { tid: r.tid, st, xarea })?;
     }
     Ok(plan)
 }
@@ -476,13 +479,13 @@ pub(crate) fn restart(sess: *mut c_void, buf: &mut [u8]) -> i64 {
     let claim = Claim(g);
     let bytes = k.img.bytes();
     for t in plan.threads.iter() {
-        let xs = match bytes.get(t.xoff..t.xoff.saturating_add(t.xlen as usize)) {
-            Some(x) => x,
-            None => return -EINVAL,
+        let xlen = match u32::try_from(t.xarea.len()) {
+            Ok(n) => n,
+            Err(_) => return -EINVAL,
         };
         let tid = i32::try_from(t.tid).unwrap_or(-1);
-        // SAFETY: st and xs are valid for the call; the shim copies what it keeps.
-        let r = unsafe { stasis_rg_set_thread(claim.0, tid, &t.st, xs.as_ptr(), t.xlen) };
+        // SAFETY: st and xarea are valid for the call; the shim copies what it keeps.
+        let r = unsafe { stasis_rg_set_thread(claim.0, tid, &t.st, t.xarea.as_ptr(), xlen) };
         if r < 0 {
             return refuse("stasis: restart refused: a parked thread is missing or its XSAVE state was rejected\n", r);
         }
@@ -643,13 +646,24 @@ fn run_job(job: &Job<'_>, fds: &[MapFd], past: &mut u32) -> i64 {
     0
 }
 
+/// A thread's XSAVE area re-laid out for this CPU: the components it holds
+/// (and x87/SSE), each moved from the image CPU's offset to ours.
+fn xarea_here(x: &XstateView<'_>, from: &xsave::Layout, here: &xsave::Layout, ours: u64) -> Result<Vec<u8>, i64> {
+    let features = (x.rec.xstate_bv | xsave::FPSSE) & ours;
+    let need = here.size_for(features).map_err(|_| -EOPNOTSUPP)?;
+    let mut v = zeroed(need)?;
+    match xsave::relayout(x.area, from, here, features, &mut v) {
+        Ok(n) if n == need => Ok(v),
+        _ => Err(refuse("stasis: restart refused: an XSAVE area cannot be laid out for this CPU\n", -EOPNOTSUPP)),
+    }
+}
+
 /// Checks the image against this machine: page size, threads, XSAVE features and size.
 fn check_machine(pi: &ProcessImage<'_>) -> i64 {
-    // SAFETY: plain queries.
+    // SAFETY: plain query.
     let page = unsafe { stasis_page_size() };
-    let (mut xcr0, mut xsize) = (0u64, 0u32);
-    // SAFETY: the shim writes both.
-    unsafe { stasis_cpu_xsave(&mut xcr0, &mut xsize) };
+    // What a thread's FP state can hold here: XCR0, or x87|SSE without XSAVE.
+    let ours = x86::cpu::effective_xfeatures(x86::cpu::xcr0());
     if pi.header.page_size != page {
         log(LOG_WARN, "stasis: restart refused: page size differs from this machine's\n");
         return -EOPNOTSUPP;
@@ -660,23 +674,17 @@ fn check_machine(pi: &ProcessImage<'_>) -> i64 {
     }
     for t in pi.threads.iter() {
         let Some(xs) = t.xstate.as_ref() else { continue };
-        if xs.rec.xstate_bv & !xcr0 != 0 {
+        if xs.rec.xstate_bv & !ours != 0 {
             log(LOG_WARN, "stasis: restart refused: a thread uses XSAVE features this CPU lacks\n");
             return -EOPNOTSUPP;
         }
-        if xs.rec.size > xsize.max(576) || (xs.area.len() as u64) != u64::from(xs.rec.size) {
-            log(LOG_WARN, "stasis: restart refused: an XSAVE area is larger than this CPU's\n");
+        if (xs.area.len() as u64) != u64::from(xs.rec.size) || xs.area.len() > xsave::MAX_SIZE {
+            log(LOG_WARN, "stasis: restart refused: an XSAVE area has a bad size\n");
             return -EOPNOTSUPP;
         }
-        // The area's own XSAVE header (standard format): XSTATE_BV at 512, XCOMP_BV at 520.
-        let word = |at: usize| {
-            xs.area
-                .get(at..at.saturating_add(8))
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map(u64::from_le_bytes)
-        };
-        match (word(512), word(520)) {
-            (Some(bv), Some(0)) if bv & !xcr0 == 0 => {}
+        // The area's own XSAVE header must be a standard-format one of features we have.
+        match (xsave::xstate_bv(xs.area), xsave::xcomp_bv(xs.area)) {
+            (Some(bv), Some(0)) if bv & !ours == 0 => {}
             _ => {
                 log(LOG_WARN, "stasis: restart refused: an XSAVE area is not a standard-format area of this CPU's features\n");
                 return -EOPNOTSUPP;

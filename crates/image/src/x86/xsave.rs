@@ -167,9 +167,15 @@ pub fn xcomp_bv(area: &[u8]) -> Option<u64> {
     word64(area, XCOMP_BV_OFF)
 }
 
-/// The XCR0 the kernel writes into an NT_X86_XSTATE area's software bytes.
+/// The XCR0 the kernel writes into an NT_X86_XSTATE area's software bytes
+/// (or, should an area carry signal-frame software bytes instead, their
+/// `xfeatures`).
 pub fn ptrace_xcr0(area: &[u8]) -> Option<u64> {
-    word64(area, SW_BYTES_OFF).filter(|&x| x != 0)
+    let w = word64(area, SW_BYTES_OFF)?;
+    if w & 0xffff_ffff == u64::from(FP_XSTATE_MAGIC1) {
+        return word64(area, SW_BYTES_OFF.checked_add(8)?).filter(|&x| x != 0);
+    }
+    Some(w).filter(|&x| x != 0)
 }
 
 /// An FXSAVE image (NT_PRFPREG, 512 bytes) as a standard XSAVE area holding
