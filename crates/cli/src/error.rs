@@ -136,6 +136,7 @@ fn restore_code(e: &RestoreError) -> Code {
         | RestoreError::Arch { .. }
         | RestoreError::PageSize { .. }
         | RestoreError::MissingCpuFeatures { .. }
+        | RestoreError::CpuMismatch { .. }
         | RestoreError::VdsoMismatch { .. }
         | RestoreError::Unsupported(_) => Code::BadImage,
         // We may not recreate that process.

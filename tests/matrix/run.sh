@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# The CPU-model (and kernel) matrix: boots the QEMU guest once per CPU model (and per
+# kernel) and runs tests/matrix/in-guest.sh there: every workload with both engines and
+# across engines, a killed checkpointer, and images from the other CPU models' boots.
+#   tests/matrix/run.sh [--cpus "Haswell qemu64 max SandyBridge"] [--workloads "..."]
+#                       [--kernels "REL ..."] [--record FILE] [--no-build] [-v]
+# --kernels: releases fetched by scripts/fetch-kernels.sh (default: the 6.1 kernel the
+# guest harness uses). The order of --cpus matters: each boot restarts the images of
+# the boots before it, so an order that goes up and down tests both directions.
+# Exit 0 only if every boot passed and dmesg stayed clean.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+out="${STASIS_MATRIX_OUT:-$root/target/matrix}"
+cpus="Haswell qemu64 max SandyBridge"
+workloads="counters fpu blocked signals tls"
+kernels="" record="" build=1 verbose=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --cpus) cpus="$2"; shift ;;
+        --workloads) workloads="$2"; shift ;;
+        --kernels) kernels="$2"; shift ;;
+        --record) record="$2"; shift ;;
+        --no-build) build=0 ;;
+        -v) verbose=(-v) ;;
+        *) echo "usage: $0 [--cpus LIST] [--workloads LIST] [--kernels LIST] [--record FILE] [--no-build] [-v]" >&2; exit 2 ;;
+    esac
+    shift
+done
+t0=$SECONDS
+if ((build)); then
+    (cd "$root" && CARGO_TARGET_DIR="$out/host" cargo build -q -p stasis-cli)
+    (cd "$root" && CARGO_TARGET_DIR="$out/host" cargo build -q -p stasis-user --example dump_one)
+    make -s -C "$root/tests/workloads" O="$out/workloads" >/dev/null
+fi
+# kmod_for REL: the module directory built for kernel REL (built here unless --no-build).
+kmod_for() {
+    local rel=$1 kdir dir
+    if [ -z "$rel" ]; then
+        dir="$out/kmod-default"
+        kdir=""
+    else
+        dir="$out/kmod-$rel"
+        kdir="$(bash "$root/scripts/fetch-kernels.sh" --kdir "$rel")"
+    fi
+    if ((build)); then
+        rm -rf "$dir" && mkdir -p "$dir"
+        # Kbuild builds in the source tree (M=): build, then keep this kernel's copies.
+        make -s -C "$root/kmod" ${kdir:+KDIR="$kdir"} CARGO_TARGET_DIR="$out/kmod-rust" >/dev/null
+        cp "$root"/kmod/*.ko "$dir/"
+    fi
+    echo "$dir"
+}
+share="$out/share"
+rm -rf "$share" && mkdir -p "$share"
+results=()
+status=0
+for rel in ${kernels:-""}; do
+    kmod="$(kmod_for "$rel")"
+    kargs=()
+    [ -n "$rel" ] && kargs=(--kernel-release "$rel")
+    for cpu in $cpus; do
+        echo "== matrix: kernel ${rel:-default}, cpu $cpu" >&2
+        log="$out/log.${rel:-default}.$cpu"
+        set +e
+        "$root/tests/guest/guest.sh" "${kargs[@]}" --cpu "$cpu" --mem 2G --slub-debug --timeout 1500 \
+            --check-dmesg --share "$share" "${verbose[@]}" \
+            --env "STASIS=$out/host/debug/stasis" --env "WL=$out/workloads" \
+            --env "DUMPONE=$out/host/debug/examples/dump_one" --env "KMOD=$kmod" \
+            --env "CPU=$cpu" --env "WORKLOADS=$workloads" \
+            -- bash "$here/in-guest.sh" >"$log" 2>&1
+        rc=$?
+        set -e
+        grep -E '^(FAIL|kernel |cpu flags)' "$log" >&2 || true
+        line="$(grep '^MATRIX ' "$log" | tail -1)"
+        [ -n "$line" ] || line="MATRIX cpu=$cpu kernel=${rel:-default} pass=0 fail=1 (no summary: exit $rc)"
+        [ $rc = 0 ] || { status=1; tail -5 "$log" >&2; }
+        echo "$line (exit $rc)" >&2
+        results+=("$line")
+    done
+done
+echo "matrix: $((SECONDS - t0)) s" >&2
+printf '%s\n' "${results[@]}"
+if [ -n "$record" ]; then
+    {
+        echo "Last run: \`tests/matrix/run.sh --cpus \"$cpus\" --workloads \"$workloads\"${kernels:+ --kernels \"$kernels\"}\`, $(date -u +%Y-%m-%d), $((SECONDS - t0)) s."
+        echo
+        echo "| kernel | CPU model | PASS | FAIL |"
+        echo "|---|---|---:|---:|"
+        for l in "${results[@]}"; do
+            set -- $l
+            c=${2#cpu=} k=${3#kernel=} p=${4#pass=} f=${5#fail=}
+            echo "| $k | $c | $p | $f |"
+        done
+    } >"$record"
+fi
+exit $status
