@@ -169,6 +169,92 @@ fn missing_cpu_feature_fails_before_anything() {
     assert!(matches!(h.join().unwrap(), Ok(RestartOutcome::Exited { code: Some(0), .. })));
 }
 
+/// Restart the (patched) fpu image `p` in a thread and check the workload's verdict.
+fn restart_fpu_ok(dir: &Path, p: &Path, opts: RestartOpts<'static>) {
+    let _ = std::fs::remove_file(dir.join("fpu.verdict"));
+    let p = p.to_path_buf();
+    let h = std::thread::spawn(move || restart(&p, &opts));
+    std::thread::sleep(Duration::from_millis(300));
+    request_stop(&dir.join("fpu.stop")).expect("stop");
+    let v = wait_verdict(&dir.join("fpu.verdict"), T).expect("verdict");
+    assert_eq!(v.trim(), "ok");
+    assert!(matches!(h.join().unwrap(), Ok(RestartOutcome::Exited { code: Some(0), .. })));
+}
+
+/// The image's CPU had an instruction set this CPU lacks (its CPU record says
+/// so): refused before anything is created, naming it; restarted with
+/// `allow_cpu_mismatch`.
+#[test]
+fn cpu_record_feature_missing_here_is_refused_unless_allowed() {
+    use stasis_image::records::CpuRec;
+    use stasis_image::x86::cpu::{this_cpu, FeatureList, FEATURES};
+    let _g = lock();
+    let dir = tempfile::tempdir_in("/tmp").expect("tempdir");
+    let (img, _, pid) = dump("fpu", dir.path());
+    let here = FeatureList::of(&this_cpu());
+    let &(name, word, bit) = FEATURES.iter().find(|f| !here.contains(f.0)).expect("a feature this CPU lacks");
+    let p = write_patched(dir.path(), &img, |b| {
+        patch(b, kind::CPU, 0, |pl| {
+            let mut c = CpuRec::read_from_bytes(pl).unwrap();
+            c.features[word] |= 1 << bit;
+            pl.copy_from_slice(c.as_bytes());
+        })
+    });
+    let e = restart(&p, &RestartOpts::default()).unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(&e, RestoreError::CpuMismatch { missing, .. } if missing == name), "{msg}");
+    assert!(msg.contains(name) && msg.contains("--allow-cpu-mismatch"), "{msg}");
+    assert!(!Path::new(&format!("/proc/{pid}")).exists(), "a process was created");
+    restart_fpu_ok(dir.path(), &p, RestartOpts { allow_cpu_mismatch: true, ..Default::default() });
+}
+
+/// An image from a CPU whose XSAVE layout differs (here: AVX moved to offset
+/// 1024 in the CPU record and in every area) is re-laid out at restart: the
+/// fpu workload's AVX threads find their ymm registers. Without the re-layout
+/// they would read the zeros left at 576 and fail.
+#[test]
+fn xsave_areas_from_another_layout_are_relaid_out() {
+    use stasis_image::records::CpuRec;
+    let _g = lock();
+    let dir = tempfile::tempdir_in("/tmp").expect("tempdir");
+    let (img, _, _) = dump("fpu", dir.path());
+    let bytes = std::fs::read(&img).expect("read");
+    let pi = ProcessImage::parse(&bytes, &ParseOptions::ALL).expect("parse");
+    let cpu = pi.cpu.expect("the user engine writes a CPU record");
+    let (bv_any, area_len) = pi.threads.iter().filter_map(|t| t.xstate.as_ref()).fold((0, usize::MAX), |(b, l), x| (b | x.rec.xstate_bv, l.min(x.area.len())));
+    if cpu.xcr0 & 4 == 0 || bv_any & 4 == 0 || area_len < 1280 || (cpu.xcr0 & !7) == 0 && area_len < 1280 {
+        eprintln!("skipped: no AVX state in use or an area too small to move AVX within");
+        return;
+    }
+    // 1024..1280 must be free in this CPU's layout.
+    let free = (3..32).all(|b| {
+        let (o, s) = (cpu.xsave_offset[b] as usize, cpu.xsave_size[b] as usize);
+        s == 0 || o + s <= 1024 || o >= 1280
+    });
+    if !free {
+        eprintln!("skipped: this CPU uses bytes 1024..1280 of the XSAVE area");
+        return;
+    }
+    let nthreads = pi.threads.len();
+    drop(pi);
+    let p = write_patched(dir.path(), &img, |b| {
+        patch(b, kind::CPU, 0, |pl| {
+            let mut c = CpuRec::read_from_bytes(pl).unwrap();
+            c.xsave_offset[2] = 1024;
+            pl.copy_from_slice(c.as_bytes());
+        });
+        for i in 0..nthreads {
+            patch(b, kind::XSTATE, i, |pl| {
+                let a = &mut pl[std::mem::size_of::<XstateRec>()..];
+                let avx: Vec<u8> = a[576..832].to_vec();
+                a[576..832].fill(0);
+                a[1024..1280].copy_from_slice(&avx);
+            });
+        }
+    });
+    restart_fpu_ok(dir.path(), &p, RestartOpts::default());
+}
+
 /// Kernel mode without /dev/stasis: a clear error before anything is forked.
 #[test]
 fn kernel_mode_without_module_fails_before_anything() {

@@ -51,6 +51,46 @@ pub struct HeaderInfo {
     pub xcr0: String,
     pub xfeatures: Vec<String>,
     pub xsave_size: u32,
+    /// The checkpointing CPU (absent in images written before the CPU record).
+    pub cpu: Option<CpuInfo>,
+}
+
+/// The CPU record, and how it compares with the CPU running `inspect`.
+#[derive(Serialize, Debug)]
+pub struct CpuInfo {
+    pub vendor: String,
+    pub family: u32,
+    pub model: u32,
+    pub stepping: u32,
+    /// Instruction-set features compared at restart (names as in /proc/cpuinfo).
+    pub features: Vec<String>,
+    /// Of those, the ones this machine's CPU lacks (a restart here is refused
+    /// unless `--allow-cpu-mismatch`).
+    pub missing_here: Vec<String>,
+    /// XSAVE components the image's CPU enabled and this one lacks.
+    pub missing_xsave_here: Vec<String>,
+}
+
+fn cpu_info(c: &stasis_image::records::CpuRec) -> CpuInfo {
+    use stasis_image::x86::{cpu, CpuCompat, FeatureList};
+    let sig = c.signature;
+    let base_family = (sig >> 8) & 0xf;
+    let family = if base_family == 0xf { base_family + ((sig >> 20) & 0xff) } else { base_family };
+    let mut model = (sig >> 4) & 0xf;
+    if base_family == 0x6 || base_family == 0xf {
+        model |= ((sig >> 16) & 0xf) << 4;
+    }
+    let words = |l: FeatureList| l.to_string().split_whitespace().map(str::to_string).collect::<Vec<_>>();
+    let compat = CpuCompat::compare(c, &cpu::this_cpu());
+    CpuInfo {
+        vendor: text(&c.vendor),
+        family,
+        model,
+        stepping: sig & 0xf,
+        features: words(FeatureList::of(c)),
+        missing_here: words(compat.missing),
+        missing_xsave_here: names::xfeatures(compat.missing_xfeatures),
+    }
 }
 
 #[derive(Serialize, Debug)]
@@ -387,6 +427,7 @@ pub fn build(path: &str, img: &Image<'_>, p: &ProcessImage<'_>, size: u64) -> Re
             xcr0: format!("{:#x}", h.xcr0),
             xfeatures: names::xfeatures(h.xcr0),
             xsave_size: h.xsave_size,
+            cpu: p.cpu.as_ref().map(cpu_info),
         },
         process: ProcessInfo {
             pid: pr.pid,

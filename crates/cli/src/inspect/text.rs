@@ -123,6 +123,25 @@ pub fn render(r: &Report) -> String {
         h.xfeatures.join(" "),
         h.xsave_size
     );
+    if let Some(c) = &h.cpu {
+        let here = if c.missing_here.is_empty() && c.missing_xsave_here.is_empty() {
+            "this CPU has them all".to_string()
+        } else {
+            let mut v = c.missing_here.clone();
+            v.extend(c.missing_xsave_here.iter().map(|x| format!("xsave:{x}")));
+            format!("this CPU lacks {}", v.join(" "))
+        };
+        let _ = writeln!(
+            o,
+            "          {} family {} model {} stepping {}, {} features; {}",
+            c.vendor,
+            c.family,
+            c.model,
+            c.stepping,
+            c.features.len(),
+            here
+        );
+    }
     let _ = writeln!(o);
     let _ = writeln!(o, "process   {} ({})  exe {}", p.pid, p.comm, p.exe);
     let _ = writeln!(
