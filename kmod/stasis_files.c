@@ -33,6 +33,7 @@
 #include <linux/shmem_fs.h>
 #include <linux/cred.h>
 #include <uapi/linux/fcntl.h>
+#include "stasis_compat.h"
 #include "stasis_ext.h"
 
 static_assert(sizeof(struct stasis_fd_file_rec) == 72);
@@ -119,9 +120,9 @@ static long files_pipe_data(struct files_ctx *c, struct pipe_inode_info *pipe, u
 				continue;
 			if (off + b->len > len)
 				break;
-			p = kmap_local_page(b->page);
+			p = stasis_kmap_local(b->page);
 			memcpy(buf + off, p + b->offset, b->len);
-			kunmap_local(p);
+			stasis_kunmap_local(p);
 			off += b->len;
 		}
 	}
@@ -317,28 +318,11 @@ static long stasis_files_checkpoint(const struct stasis_emit *emit)
 		goto out;
 	}
 	for (;; fd++) {
-		struct file *f;
-		bool cloexec;
+		struct file *f = stasis_next_file(&fd);
 
-		rcu_read_lock();
-		f = task_lookup_next_fd_rcu(current, &fd);
-		if (f && !get_file_rcu(f))
-			f = NULL;	/* being closed: retry this fd */
-		cloexec = f && close_on_exec(fd, files_fdtable(current->files));
-		rcu_read_unlock();
-		if (!f) {
-			unsigned int next = fd;
-			struct file *g;
-
-			rcu_read_lock();
-			g = task_lookup_next_fd_rcu(current, &next);
-			rcu_read_unlock();
-			if (!g)
-				break;
-			fd = next - 1;
-			continue;
-		}
-		r = files_one(&c, fd, f, cloexec);
+		if (!f)
+			break;
+		r = files_one(&c, fd, f, stasis_fd_cloexec(fd));
 		fput(f);
 		if (r)
 			break;

@@ -52,10 +52,10 @@
 #include <linux/fdtable.h>
 #include <linux/vmalloc.h>
 #include <asm/cpufeature.h>
-#include <asm/irq_stack.h>
 #include <asm/user.h>
 #include <asm/fpu/xcr.h>
 
+#include "stasis_compat.h"
 #include "stasis_ext.h"
 #include "stasis_kstate.h"
 #include "stasis_internal.h"
@@ -218,12 +218,10 @@ long stasis_ext_checkpoint(void *wctx, long (*record)(void *, u32, const void *,
 		if (!ops) {
 			if (i == STASIS_EXT_FILES) {
 				unsigned int fd = 0;
-				struct file *f;
+				struct file *f = stasis_next_file(&fd);
 
-				rcu_read_lock();
-				f = task_lookup_next_fd_rcu(current, &fd);
-				rcu_read_unlock();
 				if (f) {
+					fput(f);
 					pr_warn("checkpoint refused: open file descriptors need extension files (module stasis_files.ko)\n");
 					r = -EOPNOTSUPP;
 				}
@@ -409,13 +407,11 @@ static int stasis_capture(struct stasis_thread *t)
 	ks->altstack_flags = current->sas_ss_flags;
 	ks->clear_child_tid = (unsigned long)current->clear_child_tid;
 #ifdef CONFIG_FUTEX
-	ks->robust_list = (unsigned long)current->robust_list;
-	ks->robust_list_len = current->robust_list ? sizeof(struct robust_list_head) : 0;
+	ks->robust_list = stasis_robust_list();
+	ks->robust_list_len = ks->robust_list ? sizeof(struct robust_list_head) : 0;
 #endif
 #ifdef CONFIG_RSEQ
-	ks->rseq_addr = (unsigned long)current->rseq;
-	ks->rseq_len = current->rseq ? 32 : 0;	/* 6.1: the original struct rseq size */
-	ks->rseq_sig = current->rseq_sig;
+	stasis_rseq_get(&ks->rseq_addr, &ks->rseq_len, &ks->rseq_sig);
 #endif
 	spin_lock_irq(&current->sighand->siglock);
 	ks->pending = current->pending.signal.sig[0];
@@ -519,7 +515,7 @@ int stasis_may_freeze(struct task_struct *task)
 	mm = get_task_mm(task);
 	if (!mm)
 		return -ESRCH;
-	dumpable = get_dumpable(mm) == SUID_DUMP_USER;
+	dumpable = stasis_dumpable(task, mm) == STASIS_DUMPABLE_OWNER;
 	mmput(mm);
 	if (same && dumpable)
 		return 0;
@@ -960,11 +956,6 @@ long stasis_job_siginfo(struct stasis_job *job, s32 tid, u8 *buf, size_t cap)
 	return n;
 }
 
-static u64 stasis_cap64(kernel_cap_t c)
-{
-	return (u64)c.cap[0] | ((u64)c.cap[1] << 32);
-}
-
 long stasis_job_proc(struct stasis_job *job, struct stasis_kproc *kp, size_t size)
 {
 	struct mm_struct *mm = current->mm;
@@ -994,7 +985,7 @@ long stasis_job_proc(struct stasis_job *job, struct stasis_kproc *kp, size_t siz
 	kp->cap_permitted = stasis_cap64(c->cap_permitted);
 	kp->cap_inheritable = stasis_cap64(c->cap_inheritable);
 	kp->personality = current->personality;
-	kp->dumpable = get_dumpable(mm);
+	kp->dumpable = stasis_dumpable(current, mm);
 	kp->exit_signal = current->group_leader->exit_signal;
 	kp->nice = task_nice(current) + 20;
 	kp->umask = current_umask();
@@ -1052,7 +1043,7 @@ long stasis_job_proc(struct stasis_job *job, struct stasis_kproc *kp, size_t siz
 	}
 	if (sig->it[0].expires || sig->it[1].expires)
 		kp->unsupported |= STASIS_UNSUP_ITIMER_CPU;
-	if (!list_empty(&sig->posix_timers))
+	if (stasis_has_posix_timers(sig))
 		kp->unsupported |= STASIS_UNSUP_POSIX_TIMERS;
 	spin_unlock_irq(&current->sighand->siglock);
 
@@ -1090,11 +1081,7 @@ long stasis_job_path(struct stasis_job *job, unsigned int which, char *buf, size
 	if (which == 0) {
 		struct file *f;
 
-		rcu_read_lock();
-		f = rcu_dereference(current->mm->exe_file);
-		if (f && !get_file_rcu(f))
-			f = NULL;
-		rcu_read_unlock();
+		f = stasis_exe_file(current->mm);
 		if (!f)
 			return 0;
 		r = stasis_path_str(&f->f_path, buf, len);
@@ -1131,9 +1118,9 @@ long stasis_job_vmas(struct stasis_job *job)
 		return -ENOMEM;
 	}
 	{
-		VMA_ITERATOR(vmi, mm, 0);
+		STASIS_VMA_WALK(vmi, mm);
 
-		for_each_vma(vmi, vma) {
+		stasis_for_each_vma(vmi, vma) {
 			struct stasis_kvma *k = &job->vmas[i];
 			unsigned long f = vma->vm_flags;
 			const char *name = NULL;
@@ -1352,7 +1339,7 @@ void stasis_image_free(void *p)
 
 /*
  * Runs fn(arg) on a separate 256 KiB vmalloc'd stack (guard pages around it), with the
- * kernel's own call_on_stack() (asm/irq_stack.h; objtool knows the pattern). Used for
+ * kernel's own call_on_stack() (stasis_call_on_stack in stasis_compat.h). Used for
  * stasis-image's ProcessImage parser, whose frames (from_image ~7 KiB, recursive
  * sort_unstable with ~2.4 KiB frames) do not fit the 16 KiB task stack. The stack is
  * private to this call, so fn may sleep (GFP_KERNEL allocations).
@@ -1379,8 +1366,7 @@ long stasis_on_big_stack(long (*fn)(void *), void *arg)
 		return -ENOMEM;
 	atomic_long_inc(&stasis_live_allocs);
 	/* The old rsp is stored at the top word and popped back after the call. */
-	call_on_stack(stack + STASIS_BIG_STACK - 16, stasis_big_tramp, ASM_CALL_ARG1,
-		      , [arg1] "r" (&c));
+	stasis_call_on_stack(stack + STASIS_BIG_STACK - 16, stasis_big_tramp, &c);
 	vfree(stack);
 	atomic_long_dec(&stasis_live_allocs);
 	return c.ret;

@@ -50,6 +50,7 @@
 #include <asm/segment.h>
 #include <asm/user.h>
 
+#include "stasis_compat.h"
 #include "stasis_kstate.h"
 #include "stasis_internal.h"
 
@@ -283,11 +284,8 @@ static long stasis_rt_apply(const struct stasis_rstate *st, struct stasis_ax_wor
 	current->sas_ss_size = st->altstack_size;
 	current->sas_ss_flags = st->altstack_flags;
 #ifdef CONFIG_RSEQ
-	if (st->rseq_len) {
-		current->rseq = u64_to_user_ptr(st->rseq_addr);
-		current->rseq_sig = st->rseq_sig;
-		rseq_set_notify_resume(current);
-	}
+	if (st->rseq_len)
+		stasis_rseq_set(st->rseq_addr, st->rseq_len, st->rseq_sig);
 #endif
 	siginitset(&set, 0);
 	set.sig[0] = st->sigmask;
@@ -632,12 +630,12 @@ long stasis_mm_specials(u64 *out)
 {
 	struct mm_struct *mm = current->mm;
 	struct vm_area_struct *vma;
-	VMA_ITERATOR(vmi, mm, 0);
+	STASIS_VMA_WALK(vmi, mm);
 
 	memset(out, 0, 4 * sizeof(u64));
 	if (mmap_read_lock_killable(mm))
 		return -EINTR;
-	for_each_vma(vmi, vma) {
+	stasis_for_each_vma(vmi, vma) {
 		const char *name = NULL;
 
 		if (vma->vm_ops && vma->vm_ops->name)
@@ -717,14 +715,14 @@ long stasis_mm_vma_flags(u64 start, u64 end, u32 flags)
 		goto out;
 	}
 	if (flags & STASIS_VF_DONTFORK)
-		vma->vm_flags |= VM_DONTCOPY;
+		stasis_vma_flags_mod(vma, VM_DONTCOPY, 0);
 	if (flags & STASIS_VF_DONTDUMP)
-		vma->vm_flags |= VM_DONTDUMP;
+		stasis_vma_flags_mod(vma, VM_DONTDUMP, 0);
 #ifdef CONFIG_TRANSPARENT_HUGEPAGE
 	if (flags & STASIS_VF_HUGEPAGE)
-		vma->vm_flags = (vma->vm_flags & ~VM_NOHUGEPAGE) | VM_HUGEPAGE;
+		stasis_vma_flags_mod(vma, VM_HUGEPAGE, VM_NOHUGEPAGE);
 	if (flags & STASIS_VF_NOHUGEPAGE)
-		vma->vm_flags = (vma->vm_flags & ~VM_HUGEPAGE) | VM_NOHUGEPAGE;
+		stasis_vma_flags_mod(vma, VM_NOHUGEPAGE, VM_HUGEPAGE);
 #endif
 out:
 	mmap_write_unlock(mm);
