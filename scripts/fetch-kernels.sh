@@ -91,6 +91,9 @@ fetch() {
             cp "$kdir.tmp/lib/modules/$rel/vmlinuz" "$kdir.tmp/boot/vmlinuz-$rel"
         fi
         [ -f "$kdir.tmp/boot/vmlinuz-$rel" ] || die "$s: no vmlinuz for $rel in the packages"
+        # The guest's initramfs takes modules as plain .ko files (busybox insmod).
+        find "$kdir.tmp/lib/modules/$rel" -name '*.ko.xz' -print0 | xargs -0 -r -n 200 xz -d
+        find "$kdir.tmp/lib/modules/$rel" -name '*.ko.zst' -print0 | xargs -0 -r -n 200 zstd -q -d --rm
         # The arch headers' Makefile includes the common part by absolute path.
         sed -i "s|/usr/src/|$kdir/usr/src/|" "$kdir.tmp/usr/src/linux-headers-$rel/Makefile"
         sed -i "s|$kdir.tmp/|$kdir/|" "$kdir.tmp/usr/src/linux-headers-$rel/Makefile"

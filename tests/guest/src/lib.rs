@@ -13,6 +13,7 @@
 //! # Ok::<(), stasis_guest::GuestError>(())
 //! ```
 
+use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
 use std::fmt::Write as _;
 use std::fs;
@@ -34,21 +35,11 @@ pub const INIT_SCRIPT: &str = include_str!("init.sh");
 pub const MODPROBE_WRAPPER: &str =
     "#!/bin/busybox sh\nexec /bin/busybox chroot /newroot /sbin/modprobe \"$@\"\n";
 
-/// The modules needed for the 9p root and the overlay, in load order. Those built into
-/// the kernel (modules.builtin) are skipped.
-pub const BOOT_MODULES: &[&str] = &[
-    "virtio_ring",
-    "virtio",
-    "virtio_pci_legacy_dev",
-    "virtio_pci_modern_dev",
-    "virtio_pci",
-    "9pnet",
-    "9pnet_virtio",
-    "netfs",
-    "fscache",
-    "9p",
-    "overlay",
-];
+/// The modules the 9p root and the overlay need (their dependencies come from the
+/// kernel's modules.dep, so the list holds for every kernel: 5.10 has no
+/// virtio_pci_*_dev, 6.12 no fscache module, 7.x builds virtio in). Those built into
+/// the kernel are not in modules.dep and are skipped.
+pub const BOOT_MODULES: &[&str] = &["virtio_pci", "9pnet_virtio", "9p", "overlay"];
 
 /// Where the guest sees the per-run share (the host directory [`GuestOpts::share_dir`]).
 pub const GUEST_SHARE: &str = "/run/stasis-guest";
@@ -156,6 +147,9 @@ pub struct GuestOpts {
     /// Cache directory (kernel, initramfs). Default: $STASIS_GUEST_CACHE, else
     /// tests/guest/cache.
     pub cache_dir: Option<PathBuf>,
+    /// Boot this kernel release (extracted in the cache by scripts/fetch-kernels.sh)
+    /// instead of the one tests/guest/setup.sh extracted (the cache's kernel/release).
+    pub kernel_release: Option<String>,
     /// Copy the serial console to stderr as it arrives.
     pub echo_console: bool,
     /// Also write the serial console to this file.
@@ -178,6 +172,7 @@ impl Default for GuestOpts {
             env: Vec::new(),
             share_dir: None,
             cache_dir: None,
+            kernel_release: None,
             echo_console: false,
             console_log: None,
         }
@@ -406,13 +401,18 @@ pub fn check_setup(opts: &GuestOpts) -> Result<Setup, GuestError> {
             what: "busybox (busybox-static) not found".into(),
         })?;
     let cache_dir = opts.cache_dir.clone().unwrap_or_else(default_cache_dir);
-    let rel_file = cache_dir.join("kernel/release");
-    let release = fs::read_to_string(&rel_file)
-        .map_err(|_| GuestError::NotSetUp {
-            what: format!("no extracted kernel ({} missing)", rel_file.display()),
-        })?
-        .trim()
-        .to_string();
+    let release = match &opts.kernel_release {
+        Some(r) => r.clone(),
+        None => {
+            let rel_file = cache_dir.join("kernel/release");
+            fs::read_to_string(&rel_file)
+                .map_err(|_| GuestError::NotSetUp {
+                    what: format!("no extracted kernel ({} missing)", rel_file.display()),
+                })?
+                .trim()
+                .to_string()
+        }
+    };
     let kroot = cache_dir.join("kernel").join(&release);
     let vmlinuz = kroot.join("boot").join(format!("vmlinuz-{release}"));
     let modules_dir = kroot.join("lib/modules").join(&release);
@@ -445,55 +445,50 @@ pub fn kernel_release() -> Result<String, GuestError> {
 // ---------------------------------------------------------------------------------------
 // initramfs
 
-fn find_module(dir: &Path, name: &str) -> io::Result<Option<PathBuf>> {
-    let want = format!("{name}.ko");
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d)? {
-            let e = e?;
-            let ft = e.file_type()?;
-            if ft.is_dir() {
-                stack.push(e.path());
-            } else if e.file_name().to_str() == Some(want.as_str()) {
-                return Ok(Some(e.path()));
-            }
-        }
-    }
-    Ok(None)
-}
-
-/// The boot modules that are not built in, with their paths, in load order.
+/// The boot modules that are not built in, with their paths, in load order (each
+/// module's dependencies, from modules.dep, before it).
 fn boot_modules(setup: &Setup) -> Result<Vec<(String, PathBuf)>, GuestError> {
-    let builtin = fs::read_to_string(setup.modules_dir.join("modules.builtin")).unwrap_or_default();
-    let is_builtin = |m: &str| {
-        let a = format!("/{m}.ko");
-        let b = format!("/{}.ko", m.replace('_', "-"));
-        builtin.lines().any(|l| l.ends_with(&a) || l.ends_with(&b))
+    let dep_file = setup.modules_dir.join("modules.dep");
+    let deps = fs::read_to_string(&dep_file).map_err(io_err(format!("read {}", dep_file.display())))?;
+    // "kernel/fs/9p/9p.ko: kernel/net/9p/9pnet.ko ..." keyed by module name
+    // (modules.dep spells names with '-' or '_'; they are one name to the kernel).
+    let name_of = |path: &str| -> String {
+        let file = path.rsplit('/').next().unwrap_or(path);
+        file.trim_end_matches(".ko").replace('-', "_")
     };
-    let kdir = setup.modules_dir.join("kernel");
-    let mut out = Vec::new();
-    for m in BOOT_MODULES {
-        if is_builtin(m) {
-            continue;
-        }
-        let path = find_module(&kdir, m)
-            .map_err(io_err(format!("reading {}", kdir.display())))?
-            .or(find_module(&kdir, &m.replace('_', "-")).ok().flatten());
-        match path {
-            Some(p) => out.push((m.to_string(), p)),
-            None => {
-                // Compressed modules or a module missing from this kernel.
-                return Err(GuestError::NotSetUp {
-                    what: format!(
-                        "module {m} is neither built into kernel {} nor found as {m}.ko in {}",
-                        setup.release,
-                        kdir.display()
-                    ),
-                });
-            }
+    let mut table: HashMap<String, (String, Vec<String>)> = HashMap::new();
+    for line in deps.lines() {
+        if let Some((m, rest)) = line.split_once(':') {
+            let ds = rest.split_whitespace().map(str::to_string).collect();
+            table.insert(name_of(m), (m.to_string(), ds));
         }
     }
-    Ok(out)
+    fn visit(
+        name: &str,
+        table: &HashMap<String, (String, Vec<String>)>,
+        name_of: &dyn Fn(&str) -> String,
+        out: &mut Vec<(String, String)>,
+    ) {
+        if out.iter().any(|(n, _)| n == name) {
+            return;
+        }
+        let Some((path, ds)) = table.get(name) else {
+            return; // built in (or not in this kernel: the mount will say so)
+        };
+        // modules.dep lists dependencies so that the last is loaded first.
+        for d in ds.iter().rev() {
+            visit(&name_of(d), table, name_of, out);
+        }
+        out.push((name.to_string(), path.clone()));
+    }
+    let mut order = Vec::new();
+    for m in BOOT_MODULES {
+        visit(m, &table, &name_of, &mut order);
+    }
+    Ok(order
+        .into_iter()
+        .map(|(n, p)| (n, setup.modules_dir.join(p)))
+        .collect())
 }
 
 struct Cpio {

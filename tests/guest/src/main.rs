@@ -18,6 +18,8 @@ options:
   --smp N             vCPUs (default 2)
   --cpu MODEL         QEMU -cpu model (default max)
   --insmod FILE.ko    insmod this host module before the command (repeatable, in order)
+  --kernel-release R  boot kernel R (fetched by scripts/fetch-kernels.sh) instead of
+                      the one tests/guest/setup.sh extracted
   --slub-debug        boot with slub_debug=FZPU
   --bzimage           boot the compressed bzImage via SeaBIOS (KASLR on, ~3 s slower)
                       instead of the extracted vmlinux via its PVH entry
@@ -75,6 +77,7 @@ fn parse() -> Result<Cli, String> {
                 o.smp = v.parse().map_err(|_| format!("bad --smp {v}"))?;
             }
             "--cpu" => o.cpu = val("--cpu")?,
+            "--kernel-release" => o.kernel_release = Some(val("--kernel-release")?),
             "--insmod" => o.insmod.push(PathBuf::from(val("--insmod")?)),
             "--slub-debug" => o.slub_debug = true,
             "--bzimage" => o.bzimage = true,
