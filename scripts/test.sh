@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
 export CARGO_TERM_COLOR=never
+# Warnings are errors here (and so in CI): a warning the build prints fails the run.
+export RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-D warnings"
 
 echo "== cargo test --workspace"
 cargo test --workspace --no-fail-fast 2>&1

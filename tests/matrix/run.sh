@@ -33,6 +33,40 @@ if ((build)); then
     (cd "$root" && CARGO_TARGET_DIR="$out/host" cargo build -q -p stasis-user --example dump_one)
     make -s -C "$root/tests/workloads" O="$out/workloads" >/dev/null
 fi
+# kmod_make KDIR REL ARGS...: run Kbuild for kernel REL with the compiler its headers
+# name: this machine's when it has it; this machine's newer GCC for a kernel built with
+# an older one (5.10: gcc-10); else (a kernel built by a newer GCC than this machine
+# has: sid's) inside a minimal chroot of the kernel's own suite, made once with
+# debootstrap (never installed into this system). The Rust object is built on the host
+# first (kmod/Makefile's build/stasis_rust.ro): it does not depend on the kernel.
+kmod_make() {
+    local kdir=$1 rel=$2 cc suite c mine theirs
+    shift 2
+    cc="$(bash "$root/scripts/fetch-kernels.sh" --cc "$rel")"
+    if [ -z "$cc" ] || command -v "$cc" >/dev/null; then
+        make -s -C "$kdir" M="$root/kmod" "$@"
+        return
+    fi
+    mine="$(gcc -dumpversion | cut -d. -f1)" theirs="${cc#gcc-}"
+    if [ "$mine" -ge "$theirs" ]; then
+        make -s -C "$kdir" M="$root/kmod" CC=gcc "$@"
+        return
+    fi
+    suite="$(cat "$kdir/../../../.suite")"
+    c="$root/tests/guest/cache/chroot/$suite"
+    if [ ! -x "$c/usr/bin/$cc" ]; then
+        command -v debootstrap >/dev/null || apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
+        echo "matrix: debootstrap $suite with $cc into $c" >&2
+        debootstrap --variant=minbase --include="$cc,make,libc6-dev,binutils,libelf1t64,dwarves,xz-utils" \
+            "$suite" "$c" http://deb.debian.org/debian >"$out/debootstrap.log" 2>&1 \
+            || { tail -5 "$out/debootstrap.log" >&2; return 1; }
+    fi
+    mkdir -p "$c$root" "$c/proc"
+    mountpoint -q "$c$root" || mount --bind "$root" "$c$root"
+    mountpoint -q "$c/proc" || mount -t proc proc "$c/proc"
+    # objtool reads /proc; the headers live under $root (tests/guest/cache).
+    chroot "$c" make -s -C "$kdir" M="$root/kmod" "$@"
+}
 # kmod_for REL: the module directory built for kernel REL (built here unless --no-build).
 kmod_for() {
     local rel=$1 kdir dir
@@ -46,7 +80,12 @@ kmod_for() {
     if ((build)); then
         rm -rf "$dir" && mkdir -p "$dir"
         # Kbuild builds in the source tree (M=): build, then keep this kernel's copies.
-        make -s -C "$root/kmod" ${kdir:+KDIR="$kdir"} CARGO_TARGET_DIR="$out/kmod-rust" >/dev/null
+        if [ -z "$kdir" ]; then
+            make -s -C "$root/kmod" CARGO_TARGET_DIR="$out/kmod-rust" >/dev/null
+        else
+            make -s -C "$root/kmod" KDIR="$kdir" CARGO_TARGET_DIR="$out/kmod-rust" rust-obj >/dev/null
+            kmod_make "$kdir" "$rel" modules >/dev/null
+        fi
         cp "$root"/kmod/*.ko "$dir/"
     fi
     echo "$dir"

@@ -189,7 +189,8 @@ mod tests {
                 .expect("parse");
             let null = OwnedFd::from(File::options().read(true).write(true).open("/dev/null").expect("/dev/null"));
             let opts = super::super::RestartOpts { pidns, kernel: true, ..Default::default() };
-            let e = super::super::run(&img, &file, &bytes, &opts, Some(Device::from_fd(null))).unwrap_err();
+            let xareas = super::super::plan::machine_check(&img, false).expect("machine check");
+            let e = super::super::run(&img, &file, &bytes, &opts, Some(Device::from_fd(null)), xareas).unwrap_err();
             let msg = e.to_string();
             eprintln!("{name} (pidns {pidns}): {msg}");
             match &e {

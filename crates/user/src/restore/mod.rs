@@ -323,6 +323,10 @@ pub fn restart(image: &Path, opts: &RestartOpts) -> Result<RestartOutcome, Resto
         )),
         e => RestoreError::Image(e),
     })?;
+    // The machine first (architecture, page size, CPU), for both engines: the
+    // module would refuse some of these images too, but only here can the
+    // missing CPU features be named.
+    let xareas = plan::machine_check(&img, opts.allow_cpu_mismatch)?;
     // Kernel mode: the module checks the whole image against this machine
     // before anything is forked.
     let dev = if opts.kernel {
@@ -332,7 +336,7 @@ pub fn restart(image: &Path, opts: &RestartOpts) -> Result<RestartOutcome, Resto
     } else {
         None
     };
-    run(&img, &file, map.bytes(), opts, dev)
+    run(&img, &file, map.bytes(), opts, dev, xareas)
 }
 
 /// The restart proper, from a parsed image (`dev`: kernel mode, validated).
@@ -342,9 +346,10 @@ fn run(
     image_bytes: &[u8],
     opts: &RestartOpts,
     dev: Option<kernel::Device>,
+    xareas: Vec<Option<plan::ThreadXsave>>,
 ) -> Result<RestartOutcome, RestoreError> {
     let kernel_mode = dev.is_some();
-    let mut prep = plan::prepare(img, file, image_bytes, opts.pidns, kernel_mode, opts.allow_cpu_mismatch)?;
+    let mut prep = plan::prepare(img, file, image_bytes, opts.pidns, kernel_mode, xareas)?;
     if let Some(p) = opts.progress {
         p.set_total(prep.page_bytes);
     }

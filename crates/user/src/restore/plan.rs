@@ -208,20 +208,10 @@ pub fn prepare(
     image_bytes: &[u8],
     pidns: bool,
     kernel: bool,
-    cpu_override: bool,
+    xareas: Vec<Option<ThreadXsave>>,
 ) -> Result<Prepared, RestoreError> {
-    let h = &img.header;
-    if h.arch != stasis_image::records::arch::X86_64 {
-        return Err(RestoreError::Arch { arch: h.arch });
-    }
-    // SAFETY: sysconf has no memory arguments.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
-    if u64::from(h.page_size) != page {
-        return Err(RestoreError::PageSize { image: h.page_size, ours: page });
-    }
-
-    // ---- CPU features ----
-    let xareas = cpu_check(img, cpu_override)?;
+    // The image's page size, which machine_check found equal to ours.
+    let page = u64::from(img.header.page_size);
     let xsave_max = xareas.iter().flatten().map(|x| x.size).max().unwrap_or(0);
 
     // ---- credentials ----
@@ -984,6 +974,22 @@ pub struct ThreadXsave {
     pub size: usize,
     /// Components to restore (XSTATE_BV | x87 | SSE, within this CPU's).
     pub features: u64,
+}
+
+/// Checks that the image can run on this machine at all (architecture, page
+/// size, CPU: [`cpu_check`]) before anything is prepared, for both engines;
+/// returns the threads' XSAVE areas laid out for this CPU, for [`prepare`].
+pub fn machine_check(img: &ProcessImage<'_>, cpu_override: bool) -> Result<Vec<Option<ThreadXsave>>, RestoreError> {
+    let h = &img.header;
+    if h.arch != stasis_image::records::arch::X86_64 {
+        return Err(RestoreError::Arch { arch: h.arch });
+    }
+    // SAFETY: sysconf has no memory arguments.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
+    if u64::from(h.page_size) != page {
+        return Err(RestoreError::PageSize { image: h.page_size, ours: page });
+    }
+    cpu_check(img, cpu_override)
 }
 
 /// Checks the image's CPU against this one and lays every thread's XSAVE area
