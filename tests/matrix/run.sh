@@ -33,23 +33,23 @@ if ((build)); then
     (cd "$root" && CARGO_TARGET_DIR="$out/host" cargo build -q -p stasis-user --example dump_one)
     make -s -C "$root/tests/workloads" O="$out/workloads" >/dev/null
 fi
-# kmod_make KDIR REL ARGS...: run Kbuild for kernel REL with the compiler its headers
+# kmod_make KDIR REL DIR ARGS...: run Kbuild (M=DIR) for kernel REL with the compiler its headers
 # name: this machine's when it has it; this machine's newer GCC for a kernel built with
 # an older one (5.10: gcc-10); else (a kernel built by a newer GCC than this machine
 # has: sid's) inside a minimal chroot of the kernel's own suite, made once with
 # debootstrap (never installed into this system). The Rust object is built on the host
 # first (kmod/Makefile's build/stasis_rust.ro): it does not depend on the kernel.
 kmod_make() {
-    local kdir=$1 rel=$2 cc suite c mine theirs
-    shift 2
+    local kdir=$1 rel=$2 m=$3 cc suite c mine theirs
+    shift 3
     cc="$(bash "$root/scripts/fetch-kernels.sh" --cc "$rel")"
     if [ -z "$cc" ] || command -v "$cc" >/dev/null; then
-        make -s -C "$kdir" M="$root/kmod" "$@"
+        make -s -C "$kdir" M="$m" "$@"
         return
     fi
     mine="$(gcc -dumpversion | cut -d. -f1)" theirs="${cc#gcc-}"
     if [ "$mine" -ge "$theirs" ]; then
-        make -s -C "$kdir" M="$root/kmod" CC=gcc "$@"
+        make -s -C "$kdir" M="$m" CC=gcc "$@"
         return
     fi
     suite="$(cat "$kdir/../../../.suite")"
@@ -65,7 +65,7 @@ kmod_make() {
     mountpoint -q "$c$root" || mount --bind "$root" "$c$root"
     mountpoint -q "$c/proc" || mount -t proc proc "$c/proc"
     # objtool reads /proc; the headers live under $root (tests/guest/cache).
-    chroot "$c" make -s -C "$kdir" M="$root/kmod" "$@"
+    chroot "$c" make -s -C "$kdir" M="$m" "$@"
 }
 # kmod_for REL: the module directory built for kernel REL (built here unless --no-build).
 kmod_for() {
@@ -79,14 +79,21 @@ kmod_for() {
     fi
     if ((build)); then
         rm -rf "$dir" && mkdir -p "$dir"
-        # Kbuild builds in the source tree (M=): build, then keep this kernel's copies.
+        # The Rust object for this kernel's configuration, then Kbuild (M=) on a copy
+        # of the C sources in the kernel's own directory, so that kernels (and a
+        # tests/kmod run using kmod/) do not share build products.
+        make -s -C "$root/kmod" ${kdir:+KDIR="$kdir"} CARGO_TARGET_DIR="$out/kmod-rust" rust-obj >/dev/null
+        local src="$dir/src"
+        mkdir -p "$src/build"
+        cp -r "$root"/kmod/Kbuild "$root"/kmod/*.c "$root"/kmod/include "$src/"
+        cp "$root/kmod/build/stasis_rust.ro" "$src/build/"
         if [ -z "$kdir" ]; then
-            make -s -C "$root/kmod" CARGO_TARGET_DIR="$out/kmod-rust" >/dev/null
+            kdir="$(make -s -C "$root/kmod" --no-print-directory print-kdir)"
+            make -s -C "$kdir" M="$src" modules >/dev/null
         else
-            make -s -C "$root/kmod" KDIR="$kdir" CARGO_TARGET_DIR="$out/kmod-rust" rust-obj >/dev/null
-            kmod_make "$kdir" "$rel" modules >/dev/null
+            kmod_make "$kdir" "$rel" "$src" modules >/dev/null
         fi
-        cp "$root"/kmod/*.ko "$dir/"
+        cp "$src"/*.ko "$dir/"
     fi
     echo "$dir"
 }
