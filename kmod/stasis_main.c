@@ -1428,9 +1428,24 @@ static struct miscdevice stasis_dev = {
 	.mode = 0666,
 };
 
+/*
+ * Kernels newer than the newest one the matrix passes (docs/MATRIX.md) load only
+ * when asked: on 7.2 the kernel engine's restart oopses (being diagnosed).
+ */
+static bool allow_untested_kernel;
+module_param(allow_untested_kernel, bool, 0444);
+MODULE_PARM_DESC(allow_untested_kernel,
+		 "load on a kernel the kernel engine is not yet known to work on (tests only)");
+
 static int __init stasis_init(void)
 {
-	long r = stasis_rs_init(sizeof(struct user_regs_struct), sizeof(struct stasis_kthread),
+	long r;
+
+	if (!STASIS_KERNEL_VALIDATED && !allow_untested_kernel) {
+		pr_err("kernel engine not yet validated on this kernel (docs/MATRIX.md); use the user engine, or load with allow_untested_kernel=1 to test\n");
+		return -EOPNOTSUPP;
+	}
+	r = stasis_rs_init(sizeof(struct user_regs_struct), sizeof(struct stasis_kthread),
 				sizeof(struct stasis_kproc), sizeof(struct stasis_kvma),
 				sizeof(struct stasis_rstate), sizeof(struct stasis_mapfd));
 

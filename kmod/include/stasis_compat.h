@@ -24,6 +24,13 @@
 #endif
 
 /*
+ * Whether the kernel engine passes the matrix on this kernel (docs/MATRIX.md): 5.10
+ * to 6.12 do; 7.2 builds and loads but its restart oopses and its checkpoint refuses
+ * the vDSO data mapping, so newer kernels need allow_untested_kernel=1.
+ */
+#define STASIS_KERNEL_VALIDATED	(LINUX_VERSION_CODE < KERNEL_VERSION(6, 13, 0))
+
+/*
  * Walking an mm's VMAs (the caller holds mmap_lock): the maple-tree iterator since
  * 6.1, the mm->mmap list before.
  */

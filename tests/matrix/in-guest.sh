@@ -29,7 +29,7 @@ rank() { case $1 in qemu64) echo 0 ;; SandyBridge) echo 1 ;; Haswell) echo 2 ;; 
 
 kernel=0
 if [ -n "${KMOD:-}" ]; then
-    if insmod $KMOD/stasis.ko && insmod $KMOD/stasis_files.ko; then
+    if insmod $KMOD/stasis.ko ${STASIS_KMOD_ARGS:-} && insmod $KMOD/stasis_files.ko; then
         kernel=1; pass "insmod stasis.ko stasis_files.ko"
     else
         fail "insmod"; dmesg | tail -20
