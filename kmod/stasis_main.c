@@ -56,6 +56,7 @@
 #include <asm/fpu/xcr.h>
 
 #include "stasis_compat.h"
+#include "stasis_shim.h"
 #include "stasis_ext.h"
 #include "stasis_kstate.h"
 #include "stasis_internal.h"
@@ -702,7 +703,6 @@ out_task:
 	return ret;
 }
 
-typedef long (*stasis_report_fn)(void *ctx, int tid, const void *regs, size_t len);
 
 /* Call @fn for each parked thread of the session's freeze; stops at the first
  * non-zero return (negative: returned as the error). */
@@ -855,7 +855,6 @@ long stasis_job_write(struct stasis_job *job, const void *buf, size_t len)
 	return 0;
 }
 
-typedef long (*stasis_kthread_fn)(void *ctx, const struct stasis_kthread *ks);
 
 /* Every parked thread's captured state, leader first. The pending-signal masks are
  * read again now (a signal may have arrived since the thread parked). */
@@ -1139,8 +1138,8 @@ long stasis_job_vmas(struct stasis_job *job)
 				name = vma->vm_ops->name(vma);
 			if (name && !strcmp(name, "[vdso]")) {
 				k->kind = 5;
-			} else if (name && !strcmp(name, "[vvar]")) {
-				k->kind = 6;
+			} else if (name && !strncmp(name, "[vvar", 5)) {
+				k->kind = 6;	/* [vvar], and [vvar_vclock] since 6.13 */
 			} else if (vma->vm_file) {
 				struct file *file = vma->vm_file;
 				struct inode *inode = file_inode(file);
@@ -1359,17 +1358,29 @@ static void stasis_big_tramp(struct stasis_big_call *c)
 
 long stasis_on_big_stack(long (*fn)(void *), void *arg)
 {
-	struct stasis_big_call c = { .fn = fn, .arg = arg, .ret = -EINVAL };
+	struct stasis_big_call *c;
 	u8 *stack = __vmalloc(STASIS_BIG_STACK, GFP_KERNEL | __GFP_NOWARN);
+	long ret;
 
 	if (!stack)
 		return -ENOMEM;
 	atomic_long_inc(&stasis_live_allocs);
-	/* The old rsp is stored at the top word and popped back after the call. */
-	stasis_call_on_stack(stack + STASIS_BIG_STACK - 16, stasis_big_tramp, &c);
+	/*
+	 * The call block sits at the bottom of the new stack (which grows down from
+	 * the top), not on this one: the address of a local may be passed in %rsp
+	 * itself (GCC 16 does so), which the switch has changed by the time the
+	 * trampoline reads it. The old rsp is stored at the top word and popped
+	 * back after the call.
+	 */
+	c = (struct stasis_big_call *)stack;
+	c->fn = fn;
+	c->arg = arg;
+	c->ret = -EINVAL;
+	stasis_call_on_stack(stack + STASIS_BIG_STACK - 16, stasis_big_tramp, c);
+	ret = c->ret;
 	vfree(stack);
 	atomic_long_dec(&stasis_live_allocs);
-	return c.ret;
+	return ret;
 }
 
 u32 stasis_page_size(void)

@@ -51,6 +51,7 @@
 #include <asm/user.h>
 
 #include "stasis_compat.h"
+#include "stasis_shim.h"
 #include "stasis_kstate.h"
 #include "stasis_internal.h"
 
@@ -625,7 +626,10 @@ void stasis_rg_release(void *gp)
 
 /* ---- the address-space job's primitives (leader context, current->mm) ---------- */
 
-/* The [vvar] and [vdso] of current: out = {vvar start, end, vdso start, end}. */
+/*
+ * The [vvar] and [vdso] of current: out = {vvar start, end, vdso start, end}. The
+ * vvar range spans every [vvar*] mapping ([vvar] and, since 6.13, [vvar_vclock]).
+ */
 long stasis_mm_specials(u64 *out)
 {
 	struct mm_struct *mm = current->mm;
@@ -642,9 +646,11 @@ long stasis_mm_specials(u64 *out)
 			name = vma->vm_ops->name(vma);
 		if (!name)
 			continue;
-		if (!strcmp(name, "[vvar]")) {
-			out[0] = vma->vm_start;
-			out[1] = vma->vm_end;
+		if (!strncmp(name, "[vvar", 5)) {
+			if (!out[1] || vma->vm_start < out[0])
+				out[0] = vma->vm_start;
+			if (vma->vm_end > out[1])
+				out[1] = vma->vm_end;
 		} else if (!strcmp(name, "[vdso]")) {
 			out[2] = vma->vm_start;
 			out[3] = vma->vm_end;

@@ -20,7 +20,9 @@ for a in "$@"; do
 done
 t0=$SECONDS
 if ((build)); then
-    make -s -C "$root/kmod" CARGO_TARGET_DIR="$out/kmod" >/dev/null
+    # C warnings are errors in the tests (not in a user's DKMS build, where a newer
+    # kernel's headers may warn).
+    make -s -C "$root/kmod" CARGO_TARGET_DIR="$out/kmod" KCFLAGS=-Werror >/dev/null
     (cd "$root" && CARGO_TARGET_DIR="$out/host" cargo build -q -p stasis-abi --example stasisctl)
     make -s -C "$root/tests/workloads" O="$out/workloads" >/dev/null
     gcc -O2 -pthread -Wall -Werror -o "$out/spawner" "$here/spawner.c"

@@ -44,12 +44,12 @@ kmod_make() {
     shift 3
     cc="$(bash "$root/scripts/fetch-kernels.sh" --cc "$rel")"
     if [ -z "$cc" ] || command -v "$cc" >/dev/null; then
-        make -s -C "$kdir" M="$m" "$@"
+        make -s -C "$kdir" M="$m" KCFLAGS=-Werror "$@"
         return
     fi
     mine="$(gcc -dumpversion | cut -d. -f1)" theirs="${cc#gcc-}"
     if [ "$mine" -ge "$theirs" ]; then
-        make -s -C "$kdir" M="$m" CC=gcc "$@"
+        make -s -C "$kdir" M="$m" CC=gcc KCFLAGS=-Werror "$@"
         return
     fi
     suite="$(cat "$kdir/../../../.suite")"
@@ -65,7 +65,7 @@ kmod_make() {
     mountpoint -q "$c$root" || mount --bind "$root" "$c$root"
     mountpoint -q "$c/proc" || mount -t proc proc "$c/proc"
     # objtool reads /proc; the headers live under $root (tests/guest/cache).
-    chroot "$c" make -s -C "$kdir" M="$m" "$@"
+    chroot "$c" make -s -C "$kdir" M="$m" KCFLAGS=-Werror "$@"
 }
 # kmod_for REL: the module directory built for kernel REL (built here unless --no-build).
 kmod_for() {
@@ -89,7 +89,7 @@ kmod_for() {
         cp "$root/kmod/build/stasis_rust.ro" "$src/build/"
         if [ -z "$kdir" ]; then
             kdir="$(make -s -C "$root/kmod" --no-print-directory print-kdir)"
-            make -s -C "$kdir" M="$src" modules >/dev/null
+            make -s -C "$kdir" M="$src" KCFLAGS=-Werror modules >/dev/null
         else
             kmod_make "$kdir" "$rel" "$src" modules >/dev/null
         fi

@@ -1,9 +1,10 @@
 /* signals: handlers installed with SA_SIGINFO and specific masks and flags
  * (SA_RESTART, SA_ONSTACK), per-thread sigaltstacks (the SIGUSR1 handler
  * checks it runs on the alternate stack and that sigaltstack() says so),
- * SIGUSR2 (queued to the process with sigqueue) and two SIGRTMIN+3 (queued
- * to the main thread with pthread_sigqueue) left blocked and pending across
- * the checkpoint, a 20 ms ITIMER_REAL whose SIGALRM ticks must keep coming
+ * SIGUSR2 (queued to the process with sigqueue, and sent to the raiser thread
+ * alone with pthread_kill: a thread-private SI_TKILL that only that thread may
+ * queue back) and two SIGRTMIN+3 (queued to the main thread with
+ * pthread_sigqueue) left blocked and pending across the checkpoint, a 20 ms ITIMER_REAL whose SIGALRM ticks must keep coming
  * after restart, a thread blocked in read() on a pipe that keeps receiving
  * SIGUSR1 (SA_RESTART: read must never fail with EINTR), and sigaction()
  * answers compared with what was installed.
@@ -217,6 +218,9 @@ static void *raiser(void *a)
     (void)a;
     if (setup_altstack(2) != 0)
         wl_fail("signals: sigaltstack in raiser failed");
+    /* SIGUSR2 is blocked here (inherited from main): it stays pending on this
+     * thread alone until the end. */
+    pthread_kill(pthread_self(), SIGUSR2);
     running[2] = 1;
     while (!wl_stopping) {
         pthread_kill(pthread_self(), SIGUSR1);
@@ -224,6 +228,24 @@ static void *raiser(void *a)
             return NULL;
         wl_sleep_ms(10);
     }
+    /* main has handled the process-wide SIGUSR2 by now (usr2_count 1). */
+    sigset_t pend, un;
+    sigpending(&pend);
+    if (!sigismember(&pend, SIGUSR2)) {
+        wl_fail("signals: the raiser's own SIGUSR2 is no longer pending");
+        return NULL;
+    }
+    int before = usr2_count;
+    sigemptyset(&un);
+    sigaddset(&un, SIGUSR2);
+    pthread_sigmask(SIG_UNBLOCK, &un, NULL);
+    for (int i = 0; i < 100 && usr2_count == before; i++)
+        wl_sleep_ms(2);
+    if (usr2_count != before + 1)
+        wl_fail("signals: the raiser's SIGUSR2 handled %d times, expected 1", usr2_count - before);
+    else if (usr2_code != SI_TKILL || usr2_pid != getpid())
+        wl_fail("signals: the raiser's SIGUSR2 siginfo code %d pid %d, expected %d %d", usr2_code,
+                usr2_pid, SI_TKILL, (int)getpid());
     return NULL;
 }
 

@@ -330,25 +330,9 @@ extern "C" fn restorer_main(a: *mut Args) -> ! {
     let leader = unsafe { *at::<Thread>(a.threads, 0) };
     if let Err((st, e)) = thread_setup(&leader, !kernel) { fail(a, st, e, leader.tid as u64, 0) }
 
-    // 11. Pending signals (the leader may queue kernel-style siginfo to any thread).
-    // SAFETY: getpid has no arguments.
-    let pid = unsafe { syscall3(SYS_GETPID, 0, 0, 0) } as usize;
-    let mut i = 0;
-    while i < a.nr_sigs {
-        // SAFETY: sigs has nr_sigs entries.
-        let s = unsafe { &*at::<PendingSig>(a.sigs, i) };
-        let r = if s.tid == 0 {
-            // SAFETY: info is a 128 byte siginfo.
-            unsafe { syscall6(SYS_RT_SIGQUEUEINFO, pid, s.signo as usize, s.info.as_ptr() as usize, 0, 0, 0) }
-        } else {
-            // SAFETY: as above.
-            unsafe {
-                syscall6(SYS_RT_TGSIGQUEUEINFO, pid, s.tid as usize, s.signo as usize, s.info.as_ptr() as usize, 0, 0)
-            }
-        };
-        if let Err(e) = check(r) { fail(a, stage::SIGQUEUE, e, s.signo as u64, s.tid as u64) }
-        i += 1;
-    }
+    // 11. Pending signals: the process-wide ones and the leader's own (each other
+    // thread queued its own in thread_main).
+    if let Err((signo, e)) = queue_sigs(a, leader.tid) { fail(a, stage::SIGQUEUE, e, signo as u64, leader.tid as u64) }
 
     // 12. Timers, at the very end.
     let mut w = 0;
@@ -527,12 +511,45 @@ fn thread_setup(t: &Thread, rseq: bool) -> Result<(), (u32, i32)> {
     Ok(())
 }
 
+/// Queues the pending signals of thread `tid` (the leader also queues the
+/// process-wide ones, `tid == 0` in the list). A thread queues its own: the
+/// kernel refuses a siginfo with `si_code >= 0` or SI_TKILL (kill, tgkill,
+/// kernel-sent) unless the caller is the target thread
+/// (do_rt_tgsigqueueinfo), and the leader's own tid is also the pid that
+/// rt_sigqueueinfo checks. Signals are blocked in the restorer, so they stay
+/// pending until the thread's own mask comes back. Err: (signo, errno).
+fn queue_sigs(a: &Args, tid: u32) -> Result<(), (u32, i32)> {
+    // SAFETY: getpid has no arguments.
+    let pid = unsafe { syscall3(SYS_GETPID, 0, 0, 0) } as usize;
+    let leader = pid == tid as usize;
+    let mut i = 0;
+    while i < a.nr_sigs {
+        // SAFETY: sigs has nr_sigs entries.
+        let s = unsafe { &*at::<PendingSig>(a.sigs, i) };
+        i += 1;
+        let r = if s.tid == 0 && leader {
+            // SAFETY: info is a 128 byte siginfo.
+            unsafe { syscall6(SYS_RT_SIGQUEUEINFO, pid, s.signo as usize, s.info.as_ptr() as usize, 0, 0, 0) }
+        } else if s.tid == tid {
+            // SAFETY: as above.
+            unsafe {
+                syscall6(SYS_RT_TGSIGQUEUEINFO, pid, s.tid as usize, s.signo as usize, s.info.as_ptr() as usize, 0, 0)
+            }
+        } else {
+            continue;
+        };
+        check(r).map_err(|e| (s.signo, e))?;
+    }
+    Ok(())
+}
+
 extern "C" fn thread_main(a: *mut Args, t: *const Thread) -> ! {
     // SAFETY: both point into the restorer area, valid for the thread's life.
     let (a, t) = unsafe { (&*a, *t) };
     let kernel = a.kernel_fd >= 0;
     if let Err((st, e)) = thread_setup(&t, !kernel) { fail(a, st, e, t.tid as u64, 0) }
     if let Err((st, e)) = lower_caps(a) { fail(a, st, e, t.tid as u64, 0) }
+    if let Err((signo, e)) = queue_sigs(a, t.tid) { fail(a, stage::SIGQUEUE, e, signo as u64, t.tid as u64) }
     if a.park != 0 {
         copy_frame(&t);
     }

@@ -118,7 +118,7 @@ pub(crate) struct Plan {
     vmas: Vec<PVma>,
     runs: Vec<PRun>,
     threads: Vec<PThread>,
-    /// The image's [vvar] and [vdso] ranges (start, end), (0, 0) when absent.
+    /// The image's [vvar] group and [vdso] ranges (start, end), (0, 0) when absent.
     vvar: (u64, u64),
     vdso: (u64, u64),
 }
@@ -207,12 +207,23 @@ fn build_plan(pi: &ProcessImage<'_>, bytes: &[u8]) -> Result<Plan, i64> {
         prev_end = r.end;
         match r.kind {
             vma_kind::VSYSCALL => continue,
-            vma_kind::VDSO | vma_kind::VVAR => {
-                let slot = if r.kind == vma_kind::VDSO { &mut plan.vdso } else { &mut plan.vvar };
-                if *slot != (0, 0) {
-                    return Err(refuse("stasis: restart refused: more than one [vdso] or [vvar] mapping\n", -EOPNOTSUPP));
+            vma_kind::VDSO => {
+                if plan.vdso != (0, 0) {
+                    return Err(refuse("stasis: restart refused: more than one [vdso] mapping\n", -EOPNOTSUPP));
                 }
-                *slot = (r.start, r.end);
+                plan.vdso = (r.start, r.end);
+                continue;
+            }
+            vma_kind::VVAR => {
+                // [vvar] and, since 6.13, [vvar_vclock]: one adjacent group, kept
+                // (and compared with current's) as its span.
+                if plan.vvar == (0, 0) {
+                    plan.vvar = (r.start, r.end);
+                } else if plan.vvar.1 == r.start {
+                    plan.vvar.1 = r.end;
+                } else {
+                    return Err(refuse("stasis: restart refused: [vvar] mappings that are not adjacent\n", -EOPNOTSUPP));
+                }
                 continue;
             }
             vma_kind::ANON_PRIVATE | vma_kind::HEAP | vma_kind::STACK | vma_kind::ANON_SHARED => {}
@@ -232,7 +243,7 @@ fn build_plan(pi: &ProcessImage<'_>, bytes: &[u8]) -> Result<Plan, i64> {
     plan.runs = try_vec(nruns)?;
     for p in pi.pages.iter() {
         let Ok(i) = plan.vmas.binary_search_by_key(&p.vma_start, |v| v.start) else {
-            if p.vma_start == plan.vdso.0 || p.vma_start == plan.vvar.0 {
+            if p.vma_start == plan.vdso.0 || (plan.vvar.0 <= p.vma_start && p.vma_start < plan.vvar.1) {
                 continue; // the kernel provides these
             }
             return Err(refuse("stasis: restart refused: pages for an unknown VMA\n", -EINVAL));
