@@ -1441,7 +1441,7 @@ static struct miscdevice stasis_dev = {
 
 /*
  * Kernels newer than the newest one the matrix passes (docs/MATRIX.md) load only
- * when asked: on 7.2 the kernel engine's restart oopses (being diagnosed).
+ * when asked (STASIS_KERNEL_VALIDATED).
  */
 static bool allow_untested_kernel;
 module_param(allow_untested_kernel, bool, 0444);

@@ -24,11 +24,13 @@
 #endif
 
 /*
- * Whether the kernel engine passes the matrix on this kernel (docs/MATRIX.md): 5.10
- * to 6.12 do; 7.2 builds and loads but its restart oopses and its checkpoint refuses
- * the vDSO data mapping, so newer kernels need allow_untested_kernel=1.
+ * Whether this kernel is within the range the matrix has passed (docs/MATRIX.md:
+ * 5.10, 6.1, 6.12, 7.2). The shim reaches into task and mm internals that change
+ * between releases (7.x moved rseq, dumpability and the robust list), so a kernel
+ * newer than the newest one tested loads only with allow_untested_kernel=1 (the
+ * matrix passes it) instead of risking an oops.
  */
-#define STASIS_KERNEL_VALIDATED	(LINUX_VERSION_CODE < KERNEL_VERSION(6, 13, 0))
+#define STASIS_KERNEL_VALIDATED	(LINUX_VERSION_CODE < KERNEL_VERSION(7, 3, 0))
 
 /*
  * Walking an mm's VMAs (the caller holds mmap_lock): the maple-tree iterator since
