@@ -10,9 +10,12 @@
 # 2. The checkpointer killed (SIGKILL) at every phase of a user-engine checkpoint of
 #    fpu and blocked: the target runs on untraced with its registers intact.
 # 3. Across CPUs: images that earlier boots (other CPU models) left in the share are
-#    restarted here. An image from a CPU with no more features than this one must
-#    restart and pass; one from a CPU with features this one lacks must be refused
-#    (exit 3 or 125, a message naming them) with nothing started.
+#    restarted here. An image from a CPU with no more features than this one and
+#    the same XSAVE components (or none: qemu64) must restart and pass; one from a
+#    CPU with features this one lacks, or with fewer XSAVE components than this
+#    one enables (SandyBridge/Haswell XCR0 0x7 on max, which adds MPX and PKRU:
+#    glibc's XSAVE buffers would overflow), must be refused (exit 3 or 125, a
+#    message naming them) with nothing started.
 # Prints PASS:/FAIL: lines and a summary line `MATRIX cpu=.. kernel=.. pass=N fail=M`.
 set -u
 fails=0 passes=0
@@ -26,6 +29,12 @@ mkdir -p $D
 X=$STASIS_GUEST_RUN/images
 mkdir -p $X/$CPU
 rank() { case $1 in qemu64) echo 0 ;; SandyBridge) echo 1 ;; Haswell) echo 2 ;; max) echo 3 ;; *) echo -1 ;; esac; }
+# The XSAVE components (XCR0) QEMU's TCG gives each model ("none": no XSAVE).
+xcr0() { case $1 in qemu64) echo none ;; SandyBridge | Haswell) echo 0x7 ;; max) echo 0x21f ;; *) echo ? ;; esac; }
+# restartable FROM: may an image taken on model FROM restart on this one?
+restartable() {
+    [ "$(rank $1)" -le "$(rank $CPU)" ] && { [ "$(xcr0 $1)" = none ] || [ "$(xcr0 $1)" = "$(xcr0 $CPU)" ]; }
+}
 
 kernel=0
 if [ -n "${KMOD:-}" ]; then
@@ -113,7 +122,6 @@ done
 # --- across CPU models ------------------------------------------------------------
 # Images from the other models' boots, restarted in a new PID namespace (the PIDs
 # may be taken in this boot).
-me=$(rank $CPU)
 for dir in $X/*/; do
     from=$(basename $dir)
     [ "$from" = "$CPU" ] && continue
@@ -124,13 +132,13 @@ for dir in $X/*/; do
             label="$w image from $from (${base#*.} engine), $re-engine restart on $CPU"
             rm -f $D/$w.v $D/$w.v.stop
             $STASIS restart --engine $re --pidns --detach $img >$D/x.log 2>&1; rc=$?
-            if [ "$(rank $from)" -le "$me" ]; then
+            if restartable $from; then
                 if [ $rc = 0 ]; then verdict $w "$label"
                 else fail "$label: exit $rc: $(tail -1 $D/x.log)"; fi
             else
                 sleep 0.5
-                if [ $rc != 0 ] && grep -q 'lacks' $D/x.log && [ ! -e $D/$w.v ]; then
-                    pass "$label refused (exit $rc): $(grep -o 'lacks[^;]*' $D/x.log | head -1)"
+                if [ $rc != 0 ] && grep -qE 'lacks|enables XSAVE' $D/x.log && [ ! -e $D/$w.v ]; then
+                    pass "$label refused (exit $rc): $(grep -oE '(lacks|enables XSAVE)[^;:]*' $D/x.log | head -1)"
                 else
                     fail "$label: exit $rc, not refused: $(tail -1 $D/x.log)"
                     touch $D/$w.v.stop

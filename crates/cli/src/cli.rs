@@ -102,10 +102,12 @@ pub struct RestartArgs {
     pub pidns: bool,
 
     /// Restart even when this CPU lacks instruction-set features or XSAVE
-    /// components the image's CPU had. Risky: the program may have picked code
-    /// for the other CPU at start-up (glibc chooses AVX2/AVX-512 string
-    /// functions once) and die of SIGILL; the state of XSAVE components this CPU
-    /// lacks is dropped.
+    /// components the image's CPU had, or enables XSAVE components it did not.
+    /// Risky: the program may have picked code for the other CPU at start-up
+    /// (glibc chooses AVX2/AVX-512 string functions once) and die of SIGILL; the
+    /// state of XSAVE components this CPU lacks is dropped; and XSAVE buffers
+    /// the program sized for the other CPU (glibc's lazy-binding trampoline)
+    /// overflow when this CPU enables more components.
     #[arg(long)]
     pub allow_cpu_mismatch: bool,
 }

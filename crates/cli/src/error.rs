@@ -137,6 +137,7 @@ fn restore_code(e: &RestoreError) -> Code {
         | RestoreError::PageSize { .. }
         | RestoreError::MissingCpuFeatures { .. }
         | RestoreError::CpuMismatch { .. }
+        | RestoreError::CpuXsaveGrew { .. }
         | RestoreError::VdsoMismatch { .. }
         | RestoreError::Unsupported(_) => Code::BadImage,
         // We may not recreate that process.

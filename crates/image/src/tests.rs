@@ -2387,10 +2387,19 @@ fn cpu_compat_names_what_is_missing() {
         crate::x86::cpu::XfeatureList(c.missing_xfeatures).to_string(),
         "AVX-512 opmask (bit 5), AVX-512 ZMM_Hi256 (bit 6), AVX-512 Hi16_ZMM (bit 7)"
     );
-    // The other way round nothing is missing.
+    // The other way round nothing is missing, but this CPU enables XSAVE
+    // components the image's did not: XSAVE buffers sized on the image's CPU
+    // would overflow here, so that is refused too.
     let c = CpuCompat::compare(&small, &big);
-    assert!(c.is_ok(), "{c:?}");
+    assert!(c.missing.is_empty() && c.missing_xfeatures == 0, "{c:?}");
+    assert_eq!(c.extra_xfeatures, 0xe0);
+    assert!(!c.is_ok());
     assert_eq!(FeatureList::of(&small).to_string(), "avx");
+    // Same components, fewer instruction-set features in the image: fine.
+    let mut small_isa = small;
+    small_isa.features[crate::x86::cpu::word::L1_ECX] &= !(1 << 28);
+    let c = CpuCompat::compare(&small_isa, &small);
+    assert!(c.is_ok(), "{c:?}");
     // Without XSAVE the state is x87|SSE.
     let mut none = cpu_rec();
     none.xcr0 = 0;
@@ -2398,6 +2407,10 @@ fn cpu_compat_names_what_is_missing() {
     let c = CpuCompat::compare(&small, &none);
     assert_eq!(c.missing_xfeatures, 0x204);
     assert_eq!(c.missing.to_string(), "avx");
+    // An image from a CPU without XSAVE runs anywhere: its programs used FXSAVE.
+    let c = CpuCompat::compare(&none, &big);
+    assert!(c.is_ok(), "{c:?}");
+    assert_eq!(c.extra_xfeatures, 0);
 }
 
 #[test]

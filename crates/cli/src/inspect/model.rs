@@ -69,6 +69,9 @@ pub struct CpuInfo {
     pub missing_here: Vec<String>,
     /// XSAVE components the image's CPU enabled and this one lacks.
     pub missing_xsave_here: Vec<String>,
+    /// XSAVE components this CPU enables and the image's CPU (with XSAVE) did
+    /// not: restart refuses those too (buffers sized at start-up would overflow).
+    pub extra_xsave_here: Vec<String>,
 }
 
 fn cpu_info(c: &stasis_image::records::CpuRec) -> CpuInfo {
@@ -90,6 +93,7 @@ fn cpu_info(c: &stasis_image::records::CpuRec) -> CpuInfo {
         features: words(FeatureList::of(c)),
         missing_here: words(compat.missing),
         missing_xsave_here: names::xfeatures(compat.missing_xfeatures),
+        extra_xsave_here: names::xfeatures(compat.extra_xfeatures),
     }
 }
 

@@ -124,13 +124,17 @@ pub fn render(r: &Report) -> String {
         h.xsave_size
     );
     if let Some(c) = &h.cpu {
-        let here = if c.missing_here.is_empty() && c.missing_xsave_here.is_empty() {
+        let mut here = if c.missing_here.is_empty() && c.missing_xsave_here.is_empty() {
             "this CPU has them all".to_string()
         } else {
             let mut v = c.missing_here.clone();
             v.extend(c.missing_xsave_here.iter().map(|x| format!("xsave:{x}")));
             format!("this CPU lacks {}", v.join(" "))
         };
+        if !c.extra_xsave_here.is_empty() {
+            let v: Vec<String> = c.extra_xsave_here.iter().map(|x| format!("xsave:{x}")).collect();
+            here.push_str(&format!(" and also enables {}", v.join(" ")));
+        }
         let _ = writeln!(
             o,
             "          {} family {} model {} stepping {}, {} features; {}",

@@ -291,6 +291,15 @@ pub struct CpuCompat {
     /// XSAVE components both have but at different offsets or sizes (the areas
     /// are re-laid out at restart; a size difference makes that impossible).
     pub moved_xfeatures: u64,
+    /// XSAVE components this CPU enables and the image's CPU (which had XSAVE)
+    /// did not. Programs size XSAVE buffers from CPUID at start-up (glibc's
+    /// lazy-binding trampoline saves the vector state with XSAVE into a stack
+    /// buffer of the size the image's CPU gave): here XSAVE writes these
+    /// components too, past the end of such a buffer. Seen: an image from a
+    /// CPU with XCR0 0x7 crashed at its first lazy binding on a CPU with MPX.
+    /// An image from a CPU without XSAVE is not affected (its programs use
+    /// FXSAVE, whose size is fixed).
+    pub extra_xfeatures: u64,
 }
 
 impl CpuCompat {
@@ -303,6 +312,9 @@ impl CpuCompat {
         }
         let (xa, xb) = (effective_xfeatures(image.xcr0), effective_xfeatures(here.xcr0));
         out.missing_xfeatures = xa & !xb;
+        if image.xcr0 != 0 {
+            out.extra_xfeatures = xb & !xa;
+        }
         for bit in 2..super::xsave::COMPONENTS {
             let m = 1u64 << bit;
             if xa & xb & m == 0 {
@@ -319,7 +331,7 @@ impl CpuCompat {
 
     /// True when the image can run here without an override.
     pub fn is_ok(&self) -> bool {
-        self.missing.is_empty() && self.missing_xfeatures == 0
+        self.missing.is_empty() && self.missing_xfeatures == 0 && self.extra_xfeatures == 0
     }
 }
 

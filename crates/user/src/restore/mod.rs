@@ -127,6 +127,9 @@ pub enum RestoreError {
     MissingCpuFeatures { tid: u32, missing: u64, names: String, ours: u64 },
     #[error("the image's CPU had features this CPU lacks: {missing}{}{missing_xsave}; the program may have chosen code that uses them (glibc picks AVX2/AVX-512 code at start-up); --allow-cpu-mismatch restarts anyway", if missing_xsave.is_empty() { "" } else { "; XSAVE components: " })]
     CpuMismatch { missing: String, missing_xsave: String },
+    /// This CPU enables XSAVE components the image's CPU did not.
+    #[error("this CPU enables XSAVE components the image's CPU did not ({extra}): the program sized its XSAVE buffers for the image's CPU at start-up (glibc's lazy-binding trampoline does), and XSAVE here would write past them; --allow-cpu-mismatch restarts anyway")]
+    CpuXsaveGrew { extra: String },
     #[error("{what} size differs: image {image:#x} bytes, this kernel {ours:#x} (image from another kernel?)")]
     VdsoMismatch { what: &'static str, image: u64, ours: u64 },
     #[error("PID {pid} is in use (restart with --pidns to use a new PID namespace)")]

@@ -1004,6 +1004,9 @@ pub fn cpu_check(img: &ProcessImage<'_>, cpu_override: bool) -> Result<Vec<Optio
     if let Some(ic) = &img.cpu {
         let c = x86::CpuCompat::compare(ic, &here);
         if !c.is_ok() && !cpu_override {
+            if c.missing.is_empty() && c.missing_xfeatures == 0 {
+                return Err(RestoreError::CpuXsaveGrew { extra: x86::cpu::XfeatureList(c.extra_xfeatures).to_string() });
+            }
             return Err(RestoreError::CpuMismatch {
                 missing: c.missing.to_string(),
                 missing_xsave: x86::cpu::XfeatureList(c.missing_xfeatures).to_string(),
