@@ -89,26 +89,52 @@ fn unprivileged_restarts_fail_clearly() {
     assert!(out.contains("HELPER-ERROR NoPermission"), "{out}");
     assert!(out.contains("CAP_CHECKPOINT_RESTORE"), "{out}");
     assert!(!Path::new(&format!("/proc/{pid}")).exists());
+
+    // Its own image with a hard limit above ours: raising it needs
+    // CAP_SYS_RESOURCE, which nobody lacks (root sets it: restore.rs).
+    let mut ours = libc::rlimit64 { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: valid out pointer; the helper inherits our limits.
+    unsafe { libc::getrlimit64(libc::RLIMIT_SIGPENDING, &mut ours) };
+    assert!(ours.rlim_max < u64::MAX);
+    patch_record(&mut b, stasis_image::records::kind::RLIMITS, |pl| {
+        use zerocopy::{FromBytes, IntoBytes};
+        let mut r = stasis_image::records::RlimitsRec::read_from_bytes(pl).expect("RlimitsRec");
+        r.limits[libc::RLIMIT_SIGPENDING as usize].max = ours.rlim_max + 1;
+        pl.copy_from_slice(r.as_bytes());
+    });
+    let img3 = d1.path().join("image-nobody-rlimit");
+    std::fs::write(&img3, &b).expect("write");
+    std::fs::set_permissions(&img3, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = restart_as_nobody(&img3);
+    assert!(out.contains("HELPER-ERROR RlimitTooHigh"), "{out}");
+    assert!(out.contains("CAP_SYS_RESOURCE"), "{out}");
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
     let _ = RestoreError::NotImplemented;
 }
 
-/// Set every uid field of the PROCESS record and fix its checksum.
-fn patch_uid(bytes: &mut [u8], uid: u32) {
-    use zerocopy::{FromBytes, IntoBytes};
+/// Rewrite the payload of the first record of kind `k` and fix its checksum.
+fn patch_record(bytes: &mut [u8], k: u32, f: impl FnOnce(&mut [u8])) {
     let (off, len) = {
         let img = stasis_image::Image::parse(bytes).expect("parse");
-        let r = img.records().iter().find(|r| r.kind == stasis_image::records::kind::PROCESS).expect("PROCESS");
+        let r = img.records().iter().find(|r| r.kind == k).expect("record to patch");
         (r.payload_offset() as usize, r.payload.len())
     };
-    let pl = &mut bytes[off..off + len];
-    let mut p = stasis_image::records::ProcessRec::read_from_bytes(pl).expect("ProcessRec");
-    p.uid = uid;
-    p.euid = uid;
-    p.suid = uid;
-    p.fsuid = uid;
-    pl.copy_from_slice(p.as_bytes());
+    f(&mut bytes[off..off + len]);
     let sum = stasis_image::checksum(&bytes[off..off + len]);
     let at = off + ((len + 7) & !7);
     bytes[at..at + 8].copy_from_slice(&sum.to_le_bytes());
     stasis_image::Image::parse(bytes).expect("patched image parses");
+}
+
+/// Set every uid field of the PROCESS record.
+fn patch_uid(bytes: &mut [u8], uid: u32) {
+    use zerocopy::{FromBytes, IntoBytes};
+    patch_record(bytes, stasis_image::records::kind::PROCESS, |pl| {
+        let mut p = stasis_image::records::ProcessRec::read_from_bytes(pl).expect("ProcessRec");
+        p.uid = uid;
+        p.euid = uid;
+        p.suid = uid;
+        p.fsuid = uid;
+        pl.copy_from_slice(p.as_bytes());
+    });
 }

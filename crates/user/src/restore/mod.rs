@@ -138,7 +138,7 @@ pub enum RestoreError {
     NoPermission { what: String },
     #[error("the image's uid {image_uid} differs from ours ({our_uid}) and we are not root: credentials are never raised")]
     Credentials { image_uid: u32, our_uid: u32 },
-    #[error("rlimit {resource}: the image's hard limit {image:#x} is above ours {ours:#x} (never raised)")]
+    #[error("rlimit {resource}: the image's hard limit {image:#x} is above ours {ours:#x} (raising it needs CAP_SYS_RESOURCE)")]
     RlimitTooHigh { resource: u32, image: u64, ours: u64 },
     #[error("{what}: file {path} is missing")]
     MissingFile { what: String, path: String },

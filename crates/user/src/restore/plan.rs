@@ -245,6 +245,10 @@ pub fn prepare(
     }
 
     // ---- rlimits ----
+    // A hard limit above ours is set as the image has it when we may raise hard
+    // limits (CAP_SYS_RESOURCE: root restarting an image from a machine with
+    // more memory, whose RLIMIT_NPROC default is higher), else refused.
+    let may_raise = our_caps()?[0] & (1 << CAP_SYS_RESOURCE) != 0;
     let mut rlimits = Vec::new();
     if img.rlimits.limits.iter().any(|l| l.cur != 0 || l.max != 0) {
         for (res, l) in img.rlimits.limits.iter().enumerate() {
@@ -253,7 +257,7 @@ pub fn prepare(
             if unsafe { libc::prlimit64(0, res as _, std::ptr::null(), &mut ours) } < 0 {
                 continue; // unknown resource on this kernel
             }
-            if l.max > ours.rlim_max {
+            if l.max > ours.rlim_max && !may_raise {
                 return Err(RestoreError::RlimitTooHigh { resource: res as u32, image: l.max, ours: ours.rlim_max });
             }
             if l.cur > l.max {
@@ -747,18 +751,7 @@ pub fn prepare(
 
     // Capabilities: never more than ours, never more than the image had.
     let caps = {
-        let hdr: [u32; 2] = [0x2008_0522, 0];
-        let mut d = [0u32; 6];
-        // SAFETY: v3 capget structures.
-        let r = unsafe { libc::syscall(libc::SYS_capget, hdr.as_ptr(), d.as_mut_ptr()) };
-        if r < 0 {
-            return Err(RestoreError::sys("capget", std::io::Error::last_os_error()));
-        }
-        let ours = [
-            u64::from(d[0]) | u64::from(d[3]) << 32,
-            u64::from(d[1]) | u64::from(d[4]) << 32,
-            u64::from(d[2]) | u64::from(d[5]) << 32,
-        ];
+        let ours = our_caps()?;
         let p = &img.process;
         let want = [p.cap_effective & ours[0], p.cap_permitted & ours[1], p.cap_inheritable & ours[2]];
         if want == ours { None } else { Some(want) }
@@ -974,6 +967,25 @@ pub struct ThreadXsave {
     pub size: usize,
     /// Components to restore (XSTATE_BV | x87 | SSE, within this CPU's).
     pub features: u64,
+}
+
+/// CAP_SYS_RESOURCE (linux/capability.h).
+const CAP_SYS_RESOURCE: u32 = 24;
+
+/// Our capability sets: effective, permitted, inheritable.
+fn our_caps() -> Result<[u64; 3], RestoreError> {
+    let hdr: [u32; 2] = [0x2008_0522, 0];
+    let mut d = [0u32; 6];
+    // SAFETY: v3 capget structures: a 2-word header and 2 x 3 data words.
+    let r = unsafe { libc::syscall(libc::SYS_capget, hdr.as_ptr(), d.as_mut_ptr()) };
+    if r < 0 {
+        return Err(RestoreError::sys("capget", std::io::Error::last_os_error()));
+    }
+    Ok([
+        u64::from(d[0]) | u64::from(d[3]) << 32,
+        u64::from(d[1]) | u64::from(d[4]) << 32,
+        u64::from(d[2]) | u64::from(d[5]) << 32,
+    ])
 }
 
 /// Checks that the image can run on this machine at all (architecture, page
