@@ -65,7 +65,11 @@ kmod_make() {
     mountpoint -q "$c$root" || mount --bind "$root" "$c$root"
     mountpoint -q "$c/proc" || mount -t proc proc "$c/proc"
     # objtool reads /proc; the headers live under $root (tests/guest/cache).
-    chroot "$c" make -s -C "$kdir" M="$m" KCFLAGS=-Werror "$@"
+    local rc=0
+    chroot "$c" make -s -C "$kdir" M="$m" KCFLAGS=-Werror "$@" || rc=$?
+    # Nothing stays mounted: the chroot lives under $root, which it would loop into.
+    umount "$c/proc" "$c$root" || true
+    return $rc
 }
 # kmod_for REL: the module directory built for kernel REL (built here unless --no-build).
 kmod_for() {
