@@ -82,10 +82,7 @@ fn unprivileged_restarts_fail_clearly() {
     // CAP_SYS_RESOURCE), but no CAP_CHECKPOINT_RESTORE for set_tid.
     let mut b = std::fs::read(&img).expect("read image");
     patch_uid(&mut b, NOBODY);
-    let img2 = d1.path().join("image-nobody");
-    std::fs::write(&img2, &b).expect("write");
-    std::fs::set_permissions(&img2, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-    let out = restart_as_nobody(&img2);
+    let out = restart_bytes_as_nobody(d1.path(), "image-nobody", &b);
     assert!(out.contains("HELPER-ERROR NoPermission"), "{out}");
     assert!(out.contains("CAP_CHECKPOINT_RESTORE"), "{out}");
     assert!(!Path::new(&format!("/proc/{pid}")).exists());
@@ -102,14 +99,19 @@ fn unprivileged_restarts_fail_clearly() {
         r.limits[libc::RLIMIT_SIGPENDING as usize].max = ours.rlim_max + 1;
         pl.copy_from_slice(r.as_bytes());
     });
-    let img3 = d1.path().join("image-nobody-rlimit");
-    std::fs::write(&img3, &b).expect("write");
-    std::fs::set_permissions(&img3, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-    let out = restart_as_nobody(&img3);
+    let out = restart_bytes_as_nobody(d1.path(), "image-nobody-rlimit", &b);
     assert!(out.contains("HELPER-ERROR RlimitTooHigh"), "{out}");
     assert!(out.contains("CAP_SYS_RESOURCE"), "{out}");
     assert!(!Path::new(&format!("/proc/{pid}")).exists());
     let _ = RestoreError::NotImplemented;
+}
+
+/// Write `bytes` as the world-readable image `dir/name` and restart it as nobody.
+fn restart_bytes_as_nobody(dir: &Path, name: &str, bytes: &[u8]) -> String {
+    let img = dir.join(name);
+    std::fs::write(&img, bytes).expect("write");
+    std::fs::set_permissions(&img, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    restart_as_nobody(&img)
 }
 
 /// Rewrite the payload of the first record of kind `k` and fix its checksum.
