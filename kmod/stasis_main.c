@@ -1138,8 +1138,8 @@ long stasis_job_vmas(struct stasis_job *job)
 				name = vma->vm_ops->name(vma);
 			if (name && !strcmp(name, "[vdso]")) {
 				k->kind = 5;
-			} else if (name && !strncmp(name, "[vvar", 5)) {
-				k->kind = 6;	/* [vvar], and [vvar_vclock] since 6.13 */
+			} else if (name && stasis_is_vvar(name)) {
+				k->kind = 6;
 			} else if (vma->vm_file) {
 				struct file *file = vma->vm_file;
 				struct inode *inode = file_inode(file);

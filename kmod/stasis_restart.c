@@ -646,7 +646,7 @@ long stasis_mm_specials(u64 *out)
 			name = vma->vm_ops->name(vma);
 		if (!name)
 			continue;
-		if (!strncmp(name, "[vvar", 5)) {
+		if (stasis_is_vvar(name)) {
 			if (!out[1] || vma->vm_start < out[0])
 				out[0] = vma->vm_start;
 			if (vma->vm_end > out[1])

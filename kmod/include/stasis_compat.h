@@ -19,6 +19,7 @@
 #include <linux/sched/mm.h>
 #include <linux/sched/signal.h>
 #include <linux/highmem.h>
+#include <linux/string.h>
 #if __has_include(<linux/rseq.h>)
 #include <linux/rseq.h>
 #endif
@@ -56,6 +57,15 @@ static inline void stasis_vma_flags_mod(struct vm_area_struct *vma, unsigned lon
 #else
 	vma->vm_flags = (vma->vm_flags & ~clear) | set;
 #endif
+}
+
+/*
+ * Whether a special mapping's name is the vDSO data: [vvar], and since 6.13 also
+ * [vvar_vclock] (adjacent to it; both are kept in place as one group).
+ */
+static inline bool stasis_is_vvar(const char *name)
+{
+	return !strncmp(name, "[vvar", 5);
 }
 
 /* A capability set as one 64-bit mask (an array of two u32 before 6.3). */

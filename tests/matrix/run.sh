@@ -33,42 +33,39 @@ if ((build)); then
     (cd "$root" && CARGO_TARGET_DIR="$out/host" cargo build -q -p stasis-user --example dump_one)
     make -s -C "$root/tests/workloads" O="$out/workloads" >/dev/null
 fi
-# kmod_make KDIR REL DIR ARGS...: run Kbuild (M=DIR) for kernel REL with the compiler its headers
-# name: this machine's when it has it; this machine's newer GCC for a kernel built with
-# an older one (5.10: gcc-10); else (a kernel built by a newer GCC than this machine
-# has: sid's) inside a minimal chroot of the kernel's own suite, made once with
-# debootstrap (never installed into this system). The Rust object is built on the host
-# first (kmod/Makefile's build/stasis_rust.ro): it does not depend on the kernel.
+# kmod_make KDIR REL DIR ARGS...: run Kbuild (M=DIR, C warnings as errors) for kernel
+# REL (empty: the installed headers) with the compiler its headers name: this
+# machine's when it has it; this machine's newer GCC for a kernel built with an older
+# one (5.10: gcc-10); else (a kernel built by a newer GCC than this machine has: sid's)
+# inside a minimal chroot of the kernel's own suite, made once with debootstrap (never
+# installed into this system). The Rust object is built on the host first
+# (kmod/Makefile's build/stasis_rust.ro): it does not depend on the kernel.
 kmod_make() {
-    local kdir=$1 rel=$2 m=$3 cc suite c mine theirs
+    local kdir=$1 rel=$2 m=$3 cc="" suite c rc=0
     shift 3
-    cc="$(bash "$root/scripts/fetch-kernels.sh" --cc "$rel")"
+    [ -z "$rel" ] || cc="$(bash "$root/scripts/fetch-kernels.sh" --cc "$rel")"
     if [ -z "$cc" ] || command -v "$cc" >/dev/null; then
-        make -s -C "$kdir" M="$m" KCFLAGS=-Werror "$@"
-        return
+        make -s -C "$kdir" M="$m" KCFLAGS=-Werror "$@" || rc=$?
+    elif [ "$(gcc -dumpversion | cut -d. -f1)" -ge "${cc#gcc-}" ]; then
+        make -s -C "$kdir" M="$m" KCFLAGS=-Werror CC=gcc "$@" || rc=$?
+    else
+        suite="$(cat "$kdir/../../../.suite")"
+        c="$root/tests/guest/cache/chroot/$suite"
+        if [ ! -x "$c/usr/bin/$cc" ]; then
+            command -v debootstrap >/dev/null || apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
+            echo "matrix: debootstrap $suite with $cc into $c" >&2
+            debootstrap --variant=minbase --include="$cc,make,libc6-dev,binutils,libelf1t64,dwarves,xz-utils" \
+                "$suite" "$c" http://deb.debian.org/debian >"$out/debootstrap.log" 2>&1 \
+                || { tail -5 "$out/debootstrap.log" >&2; return 1; }
+        fi
+        # objtool reads /proc; the headers and DIR live under $root (target/, tests/guest/cache).
+        mkdir -p "$c$root" "$c/proc"
+        mountpoint -q "$c$root" || mount --bind "$root" "$c$root"
+        mountpoint -q "$c/proc" || mount -t proc proc "$c/proc"
+        chroot "$c" make -s -C "$kdir" M="$m" KCFLAGS=-Werror "$@" || rc=$?
+        # Nothing stays mounted: the chroot lives under $root, which it would loop into.
+        umount "$c/proc" "$c$root" || true
     fi
-    mine="$(gcc -dumpversion | cut -d. -f1)" theirs="${cc#gcc-}"
-    if [ "$mine" -ge "$theirs" ]; then
-        make -s -C "$kdir" M="$m" CC=gcc KCFLAGS=-Werror "$@"
-        return
-    fi
-    suite="$(cat "$kdir/../../../.suite")"
-    c="$root/tests/guest/cache/chroot/$suite"
-    if [ ! -x "$c/usr/bin/$cc" ]; then
-        command -v debootstrap >/dev/null || apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
-        echo "matrix: debootstrap $suite with $cc into $c" >&2
-        debootstrap --variant=minbase --include="$cc,make,libc6-dev,binutils,libelf1t64,dwarves,xz-utils" \
-            "$suite" "$c" http://deb.debian.org/debian >"$out/debootstrap.log" 2>&1 \
-            || { tail -5 "$out/debootstrap.log" >&2; return 1; }
-    fi
-    mkdir -p "$c$root" "$c/proc"
-    mountpoint -q "$c$root" || mount --bind "$root" "$c$root"
-    mountpoint -q "$c/proc" || mount -t proc proc "$c/proc"
-    # objtool reads /proc; the headers live under $root (tests/guest/cache).
-    local rc=0
-    chroot "$c" make -s -C "$kdir" M="$m" KCFLAGS=-Werror "$@" || rc=$?
-    # Nothing stays mounted: the chroot lives under $root, which it would loop into.
-    umount "$c/proc" "$c$root" || true
     return $rc
 }
 # kmod_for REL: the module directory built for kernel REL (built here unless --no-build).
@@ -91,12 +88,8 @@ kmod_for() {
         mkdir -p "$src/build"
         cp -r "$root"/kmod/Kbuild "$root"/kmod/*.c "$root"/kmod/include "$src/"
         cp "$root/kmod/build/stasis_rust.ro" "$src/build/"
-        if [ -z "$kdir" ]; then
-            kdir="$(make -s -C "$root/kmod" --no-print-directory print-kdir)"
-            make -s -C "$kdir" M="$src" KCFLAGS=-Werror modules >/dev/null
-        else
-            kmod_make "$kdir" "$rel" "$src" modules >/dev/null
-        fi
+        [ -n "$kdir" ] || kdir="$(make -s -C "$root/kmod" --no-print-directory print-kdir)"
+        kmod_make "$kdir" "$rel" "$src" modules >/dev/null
         cp "$src"/*.ko "$dir/"
     fi
     echo "$dir"
